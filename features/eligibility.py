@@ -1,0 +1,92 @@
+"""Consent and user gates as small frames, so the feature engine can join instead of loop.
+
+These are vectorised restatements of `policy.consent` (effective expiry, revocation, lookback,
+18th birthday); tests/features/test_eligibility.py checks them against the policy functions on
+random data, so there is one meaning even where there are two spellings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from features.contract import (
+    BIRTH_DATE,
+    GRANTED_AT,
+    LOOKBACK_DAYS,
+    MARKETING_OBJECTION_AT,
+    PURPOSES,
+    REVOKED_AT,
+    USER_ID,
+)
+from features.contract import EXPIRES_AT as _EXPIRES_AT
+from policy import OFFER_RANKING, eighteenth_birthday
+from policy.consent import DEFAULT_VALIDITY
+
+# Columns of the prepared frames.
+ACTIVE_UNTIL = "active_until"  # first instant the consent no longer holds (expiry or revocation)
+USABLE_FROM = "usable_from"  # granted_at - lookback_days: oldest transaction the consent opens
+ADULT_FROM = "adult_from"  # midnight UTC of the 18th birthday; null when the birth date is unknown
+OBJECTION_AT = "objection_at"
+WITHDRAWN = "withdrawn"  # withdrawn or erased when the job runs: final, whatever the cutoff
+
+UTC = "UTC"
+
+
+def consent_windows(consents: pd.DataFrame) -> pd.DataFrame:
+    """One row per consent that covers offer_ranking: [granted_at, active_until) and usable_from."""
+    covers = consents[PURPOSES].map(lambda purposes: OFFER_RANKING in purposes).astype(bool)
+    rows = consents.loc[covers]
+    granted = rows[GRANTED_AT]
+    default_expiry = granted + DEFAULT_VALIDITY
+    expiry = rows[_EXPIRES_AT].fillna(default_expiry)
+    expiry = expiry.where(expiry <= default_expiry, default_expiry)
+    revoked = rows[REVOKED_AT]
+    active_until = expiry.where(revoked.isna() | (revoked > expiry), revoked)
+    lookback = pd.to_timedelta(rows[LOOKBACK_DAYS].astype("int64"), unit="D")
+    return pd.DataFrame(
+        {
+            USER_ID: rows[USER_ID].astype(str).to_numpy(),
+            GRANTED_AT: granted.to_numpy(),
+            ACTIVE_UNTIL: active_until.to_numpy(),
+            USABLE_FROM: (granted - lookback).to_numpy(),
+            REVOKED_AT: revoked.to_numpy(),
+        }
+    ).astype({GRANTED_AT: "datetime64[us, UTC]", ACTIVE_UNTIL: "datetime64[us, UTC]",
+              USABLE_FROM: "datetime64[us, UTC]", REVOKED_AT: "datetime64[us, UTC]"})
+
+
+def withdrawn_users(windows: pd.DataFrame, run_time: datetime) -> set[str]:
+    """Users whose latest offer_ranking consent granted by `run_time` is revoked, none active."""
+    granted = windows.loc[windows[GRANTED_AT] <= run_time]
+    active = (granted[GRANTED_AT] <= run_time) & (run_time < granted[ACTIVE_UNTIL])
+    has_active = set(granted.loc[active, USER_ID])
+    latest = granted.sort_values(GRANTED_AT).groupby(USER_ID, sort=False).tail(1)
+    revoked = latest.loc[latest[REVOKED_AT].notna() & (latest[REVOKED_AT] <= run_time), USER_ID]
+    return set(revoked) - has_active
+
+
+def user_gates(
+    users: pd.DataFrame,
+    windows: pd.DataFrame,
+    run_time: datetime,
+    erased: Mapping[str, datetime] | None = None,
+) -> pd.DataFrame:
+    """Per user: when they become adult, when they objected, and whether they are withdrawn."""
+    erased = erased or {}
+    adult = users[BIRTH_DATE].map(
+        lambda d: None if d is None or pd.isna(d) else pd.Timestamp(eighteenth_birthday(d), tz=UTC)
+    )
+    withdrawn = withdrawn_users(windows, run_time) | {u for u, t in erased.items() if t <= run_time}
+    user_ids = users[USER_ID].astype(str)
+    return pd.DataFrame(
+        {
+            USER_ID: user_ids.to_numpy(),
+            ADULT_FROM: pd.to_datetime(adult, utc=True).astype("datetime64[us, UTC]").to_numpy(),
+            OBJECTION_AT: users[MARKETING_OBJECTION_AT].astype("datetime64[us, UTC]").to_numpy(),
+            WITHDRAWN: np.asarray(user_ids.isin(withdrawn), dtype=bool),
+        }
+    ).astype({ADULT_FROM: "datetime64[us, UTC]", OBJECTION_AT: "datetime64[us, UTC]"})
