@@ -114,4 +114,9 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
     ),
 }
 
-UNIQUE_KEYS: dict[str, str] = {TRANSACTIONS: TXN_ID, USERS: USER_ID, CONSENTS: CONSENT_ID, OFFERS: OFFER_ID}
+UNIQUE_KEYS: dict[str, str] = {
+    TRANSACTIONS: TXN_ID,
+    USERS: USER_ID,
+    CONSENTS: CONSENT_ID,
+    OFFERS: OFFER_ID,
+}

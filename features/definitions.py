@@ -65,7 +65,10 @@ USER_MERCHANT_PREFIX = "um_"
 USER_MCC_PREFIX = "uc_"
 AFFINITY_FEATURES: dict[str, str] = {
     **{f"n_{d}d": f"purchases in the last {d} days" for d in WINDOWS_DAYS},
-    **{f"spend_{d}d": f"net spend in the last {d} days, refunds deducted, floored at 0" for d in WINDOWS_DAYS},
+    **{
+        f"spend_{d}d": f"net spend in the last {d} days, refunds deducted, floored at 0"
+        for d in WINDOWS_DAYS
+    },
     "days_since_last": "days since the last purchase (null: none in 365 days)",
     "decayed_spend": "spend weighted by 2^(-age/half_life), floored at 0",
     "share_365d": "share of the user's 365-day spend",
@@ -107,8 +110,12 @@ def allowed_pairs(pairs: ir.Table, windows: ir.Table, gates: ir.Table) -> ir.Tab
     ).select(pairs[USER_ID], pairs[CUTOFF], windows[USABLE_FROM])
     consented = active.group_by([USER_ID, CUTOFF]).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
     joined = consented.join(gates, consented[USER_ID] == gates[USER_ID]).select(
-        consented[USER_ID], consented[CUTOFF], consented[USABLE_FROM],
-        gates[ADULT_FROM], gates[OBJECTION_AT], gates[WITHDRAWN],
+        consented[USER_ID],
+        consented[CUTOFF],
+        consented[USABLE_FROM],
+        gates[ADULT_FROM],
+        gates[OBJECTION_AT],
+        gates[WITHDRAWN],
     )
     ok = (
         ~joined[WITHDRAWN]
@@ -132,7 +139,12 @@ def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
         [t[USER_ID] == a[USER_ID], t[TS] < a[CUTOFF], t[TS] >= a[WINDOW_START]],
     ).filter(~t[MCC].isin(sorted(SENSITIVE_MCCS)))
     return joined.select(
-        t[USER_ID], a[CUTOFF], t[MERCHANT_ID], t[MCC], t[TS], t[AMOUNT],
+        t[USER_ID],
+        a[CUTOFF],
+        t[MERCHANT_ID],
+        t[MCC],
+        t[TS],
+        t[AMOUNT],
         **{AGE_DAYS: _days_between(a[CUTOFF], t[TS])},
     )
 
@@ -154,13 +166,16 @@ def exclusion_counts(
         ],
     ).select(pairs[USER_ID], windows[USABLE_FROM])
     consented = active.group_by(USER_ID).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
-    status = (
-        pairs.left_join(consented, pairs[USER_ID] == consented[USER_ID])
-        .select(pairs[USER_ID], pairs[CUTOFF], consented[USABLE_FROM])
+    status = pairs.left_join(consented, pairs[USER_ID] == consented[USER_ID]).select(
+        pairs[USER_ID], pairs[CUTOFF], consented[USABLE_FROM]
     )
     status = status.left_join(gates, status[USER_ID] == gates[USER_ID]).select(
-        status[USER_ID], status[CUTOFF], status[USABLE_FROM],
-        gates[ADULT_FROM], gates[OBJECTION_AT], gates[WITHDRAWN],
+        status[USER_ID],
+        status[CUTOFF],
+        status[USABLE_FROM],
+        gates[ADULT_FROM],
+        gates[OBJECTION_AT],
+        gates[WITHDRAWN],
     )
     j = t.left_join(status, t[USER_ID] == status[USER_ID])
     policy_denied = (
@@ -198,14 +213,20 @@ def _window_aggregates(usable: ir.Table, keys: list[str], half_life_days: float)
 def _rollup(base: ir.Table, keys: list[str]) -> ir.Table:
     sums = [f"n_{d}d" for d in WINDOWS_DAYS] + [f"spend_{d}d" for d in WINDOWS_DAYS]
     sums += ["decayed_spend", "spend_base"]
-    metrics = {c: base[c].sum() for c in sums}
+    # Counts are summed as float64 and cast back at the end: DuckDB widens SUM(BIGINT) to
+    # HUGEINT, which Parquet stores as double, and Ibis drops an int64 -> int64 cast as a no-op.
+    metrics = {c: base[c].cast("float64").sum() for c in sums}
     metrics["min_age_purchase"] = base["min_age_purchase"].min()
     return base.group_by(keys).agg(**metrics)
 
 
 def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Table) -> ir.Table:
-    r = rolled.join(user_spend, [rolled[USER_ID] == user_spend[USER_ID], rolled[CUTOFF] == user_spend[CUTOFF]])
-    floor0 = {f"spend_{d}d": ibis.greatest(r[f"spend_{d}d"].fill_null(0.0), 0.0) for d in WINDOWS_DAYS}
+    r = rolled.join(
+        user_spend, [rolled[USER_ID] == user_spend[USER_ID], rolled[CUTOFF] == user_spend[CUTOFF]]
+    )
+    floor0 = {
+        f"spend_{d}d": ibis.greatest(r[f"spend_{d}d"].fill_null(0.0), 0.0) for d in WINDOWS_DAYS
+    }
     spend_365 = floor0["spend_365d"]
     user_total = r["u_spend_365d"]
     recent = floor0["spend_30d"]
@@ -238,7 +259,9 @@ def affinity_features(
         u_n_txn_365d=spend.buys.sum().cast("int64"),
         u_n_merchants_365d=spend.count(where=spend.buys > 0).cast("int64"),
     )
-    shares = spend.join(totals, [spend[USER_ID] == totals[USER_ID], spend[CUTOFF] == totals[CUTOFF]])
+    shares = spend.join(
+        totals, [spend[USER_ID] == totals[USER_ID], spend[CUTOFF] == totals[CUTOFF]]
+    )
     p = shares.s / shares.u_spend_365d
     shares = shares.filter(shares.s > 0).select(shares[USER_ID], shares[CUTOFF], plogp=p * p.ln())
     entropy = shares.group_by([USER_ID, CUTOFF]).agg(u_entropy_365d=-shares.plogp.sum())
@@ -247,9 +270,8 @@ def affinity_features(
         u_active_days_365d=days.day.nunique().cast("int64")
     )
 
-    user = (
-        totals.join(entropy, [USER_ID, CUTOFF], how="left")
-        .select(totals, entropy.u_entropy_365d)
+    user = totals.join(entropy, [USER_ID, CUTOFF], how="left").select(
+        totals, entropy.u_entropy_365d
     )
     user = user.join(active_days, [USER_ID, CUTOFF]).select(user, active_days.u_active_days_365d)
     user = user.select(
@@ -263,7 +285,9 @@ def affinity_features(
     )
     user_spend = totals.select(USER_ID, CUTOFF, "u_spend_365d")
     return {
-        "user_merchant": _finish_affinity(by_merchant, MERCHANT_ID, USER_MERCHANT_PREFIX, user_spend),
+        "user_merchant": _finish_affinity(
+            by_merchant, MERCHANT_ID, USER_MERCHANT_PREFIX, user_spend
+        ),
         "user_mcc": _finish_affinity(by_mcc, MCC, USER_MCC_PREFIX, user_spend),
         "user": user,
     }
@@ -280,8 +304,11 @@ def population_features(
     pairs = users.select(USER_ID).cross_join(as_of).select(USER_ID, **{CUTOFF: as_of[AS_OF]})
     allowed = allowed_pairs(pairs, windows, gates)
     allowed = allowed.mutate(
-        **{WINDOW_START: ibis.greatest(allowed[WINDOW_START],
-                                       allowed[CUTOFF] - ibis.interval(days=POPULATION_WINDOW_DAYS))}
+        **{
+            WINDOW_START: ibis.greatest(
+                allowed[WINDOW_START], allowed[CUTOFF] - ibis.interval(days=POPULATION_WINDOW_DAYS)
+            )
+        }
     )
     usable = usable_transactions(transactions, allowed).filter(ibis._[AMOUNT] > 0)
     n_allowed = allowed.group_by(CUTOFF).agg(**{N_USERS_ALLOWED: allowed.count()})
@@ -290,7 +317,8 @@ def population_features(
         active = usable.group_by([CUTOFF, key]).agg(n_active=usable[USER_ID].nunique())
         j = active.join(n_allowed, CUTOFF)
         return j.select(
-            **{AS_OF: j[CUTOFF]}, **{key: j[key]},
+            **{AS_OF: j[CUTOFF]},
+            **{key: j[key]},
             **{name: j.n_active.cast("float64") / j[N_USERS_ALLOWED].cast("float64")},
         )
 
@@ -300,3 +328,16 @@ def population_features(
 def population_as_of(cutoff: ir.TimestampValue) -> ir.TimestampValue:
     """Population features for a cutoff are those as of the first instant of its month."""
     return cutoff.truncate(POPULATION_GRAIN)
+
+
+def affinity_feature_docs() -> dict[str, str]:
+    """Every user x merchant and user x mcc feature name with its one-line meaning."""
+    docs = {}
+    for prefix, scope in (
+        (USER_MERCHANT_PREFIX, "at the merchant"),
+        (USER_MCC_PREFIX, "in the category"),
+    ):
+        docs.update(
+            {f"{prefix}{name}": f"{meaning} {scope}" for name, meaning in AFFINITY_FEATURES.items()}
+        )
+    return docs

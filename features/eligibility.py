@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 
 from features.contract import (
@@ -47,16 +46,18 @@ def consent_windows(consents: pd.DataFrame) -> pd.DataFrame:
     revoked = rows[REVOKED_AT]
     active_until = expiry.where(revoked.isna() | (revoked > expiry), revoked)
     lookback = pd.to_timedelta(rows[LOOKBACK_DAYS].astype("int64"), unit="D")
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
-            USER_ID: rows[USER_ID].astype(str).to_numpy(),
-            GRANTED_AT: granted.to_numpy(),
-            ACTIVE_UNTIL: active_until.to_numpy(),
-            USABLE_FROM: (granted - lookback).to_numpy(),
-            REVOKED_AT: revoked.to_numpy(),
+            USER_ID: rows[USER_ID].astype(str),
+            GRANTED_AT: granted,
+            ACTIVE_UNTIL: active_until,
+            USABLE_FROM: granted - lookback,
+            REVOKED_AT: revoked,
         }
-    ).astype({GRANTED_AT: "datetime64[us, UTC]", ACTIVE_UNTIL: "datetime64[us, UTC]",
-              USABLE_FROM: "datetime64[us, UTC]", REVOKED_AT: "datetime64[us, UTC]"})
+    )
+    return frame.reset_index(drop=True).astype(
+        {c: "datetime64[us, UTC]" for c in (GRANTED_AT, ACTIVE_UNTIL, USABLE_FROM, REVOKED_AT)}
+    )
 
 
 def withdrawn_users(windows: pd.DataFrame, run_time: datetime) -> set[str]:
@@ -82,11 +83,14 @@ def user_gates(
     )
     withdrawn = withdrawn_users(windows, run_time) | {u for u, t in erased.items() if t <= run_time}
     user_ids = users[USER_ID].astype(str)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
-            USER_ID: user_ids.to_numpy(),
-            ADULT_FROM: pd.to_datetime(adult, utc=True).astype("datetime64[us, UTC]").to_numpy(),
-            OBJECTION_AT: users[MARKETING_OBJECTION_AT].astype("datetime64[us, UTC]").to_numpy(),
-            WITHDRAWN: np.asarray(user_ids.isin(withdrawn), dtype=bool),
+            USER_ID: user_ids,
+            ADULT_FROM: pd.to_datetime(adult, utc=True),
+            OBJECTION_AT: pd.to_datetime(users[MARKETING_OBJECTION_AT], utc=True),
+            WITHDRAWN: user_ids.isin(withdrawn).astype(bool),
         }
-    ).astype({ADULT_FROM: "datetime64[us, UTC]", OBJECTION_AT: "datetime64[us, UTC]"})
+    )
+    return frame.reset_index(drop=True).astype(
+        {ADULT_FROM: "datetime64[us, UTC]", OBJECTION_AT: "datetime64[us, UTC]"}
+    )

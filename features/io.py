@@ -17,7 +17,9 @@ class MissingTableError(FileNotFoundError):
 def table_path(data_dir: str | Path, table: str) -> Path:
     """DATA_DIR/<table>.parquet, else DATA_DIR/<table>.csv; both present is ambiguous."""
     data_dir = Path(data_dir)
-    candidates = [p for p in (data_dir / f"{table}.parquet", data_dir / f"{table}.csv") if p.exists()]
+    candidates = [
+        p for p in (data_dir / f"{table}.parquet", data_dir / f"{table}.csv") if p.exists()
+    ]
     if not candidates:
         raise MissingTableError(
             f"{table}: no {table}.parquet or {table}.csv in {data_dir} (missing file)"

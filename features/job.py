@@ -1,0 +1,367 @@
+"""The feature job: the only feature module that reads sources and writes snapshots.
+
+A snapshot is Parquet tables plus `manifest.json`, written aside and published by swapping the
+`CURRENT` pointer, so a killed job never leaves a half snapshot behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from features import definitions as fd
+from features.contract import (
+    AMOUNT,
+    CONSENTS,
+    MCC,
+    MERCHANT_ID,
+    TRANSACTIONS,
+    TS,
+    TXN_ID,
+    USER_ID,
+    USERS,
+)
+from features.eligibility import consent_windows, user_gates
+from features.erasures import read_erasures
+from features.io import file_digest, table_path
+from features.tables import (
+    MCC_POP,
+    MERCHANT_POP,
+    USER,
+    USER_MCC,
+    USER_MERCHANT,
+    FeatureTables,
+)
+from policy import policy_version
+
+CURRENT = "CURRENT"
+MANIFEST = "manifest.json"
+FEATURE_SET = "merchant_affinity_v1"
+ENGINES = ("duckdb", "spark")
+
+TABLE_KEYS: dict[str, list[str]] = {
+    USER_MERCHANT: [USER_ID, fd.CUTOFF, MERCHANT_ID],
+    USER_MCC: [USER_ID, fd.CUTOFF, MCC],
+    USER: [USER_ID, fd.CUTOFF],
+    MERCHANT_POP: [fd.AS_OF, MERCHANT_ID],
+    MCC_POP: [fd.AS_OF, MCC],
+}
+
+
+@dataclass
+class Sources:
+    """Inputs registered on one backend, with the gates evaluated when the job runs."""
+
+    con: Any
+    transactions: ir.Table
+    users: ir.Table
+    windows: ir.Table
+    gates: ir.Table
+    digests: dict[str, str]
+    run_time: datetime
+    n_erased: int
+
+
+def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
+    """A fresh backend; DuckDB in memory by default, its session pinned to UTC."""
+    if engine == "duckdb":
+        con = ibis.duckdb.connect(**({"threads": threads} if threads else {}))
+        con.raw_sql("SET TimeZone = 'UTC'")
+        return con
+    if engine == "spark":
+        from features.spark import spark_backend
+
+        return spark_backend()
+    raise ValueError(f"engine {engine!r} is not one of {ENGINES}")
+
+
+def _read_transactions(con: Any, data_dir: Path) -> ir.Table:
+    path = table_path(data_dir, TRANSACTIONS)
+    raw = (
+        con.read_parquet(path)
+        if path.suffix == ".parquet"
+        else con.read_csv(path, all_varchar=True)
+    )
+    missing = {TXN_ID, USER_ID, TS, AMOUNT, MERCHANT_ID, MCC} - set(raw.columns)
+    if missing:
+        raise ValueError(f"{TRANSACTIONS}: {path} lacks columns {sorted(missing)}")
+    ts = raw[TS]
+    if not (ts.type().is_timestamp() and ts.type().timezone is not None):
+        ts = ts.cast("timestamp").cast(ibis.dtype("timestamp('UTC')"))  # naive means UTC
+    return raw.select(
+        raw[TXN_ID].cast("string").name(TXN_ID),
+        raw[USER_ID].cast("string").name(USER_ID),
+        ts.name(TS),
+        raw[AMOUNT].cast("float64").name(AMOUNT),
+        raw[MERCHANT_ID].cast("string").name(MERCHANT_ID),
+        raw[MCC].cast("string").name(MCC),
+    )
+
+
+def open_sources(
+    data_dir: str | Path,
+    erasures_dir: str | Path | None = None,
+    run_time: datetime | None = None,
+    engine: str = "duckdb",
+    con: Any = None,
+) -> Sources:
+    """Register transactions (scanned by the engine) and the small gate tables (from pandas).
+
+    The small tables pass full contract validation here; transactions were validated at the
+    edge by `offers validate` and are scanned, never loaded, so 50M rows fit in memory.
+    """
+    data_dir = Path(data_dir)
+    con = con if con is not None else connect(engine)
+    from features.validate import load_tables  # noqa: PLC0415 (written by a parallel change)
+
+    small = load_tables(data_dir, tables=(USERS, CONSENTS))
+    digests = {t: file_digest(table_path(data_dir, t)) for t in (TRANSACTIONS, USERS, CONSENTS)}
+    return register_sources(
+        con,
+        _read_transactions(con, data_dir),
+        small[USERS],
+        small[CONSENTS],
+        read_erasures(erasures_dir) if erasures_dir else {},
+        run_time or datetime.now(UTC),
+        digests,
+    )
+
+
+def register_sources(
+    con: Any,
+    transactions: ir.Table | pd.DataFrame,
+    users: pd.DataFrame,
+    consents: pd.DataFrame,
+    erased: Mapping[str, datetime],
+    run_time: datetime,
+    digests: dict[str, str] | None = None,
+) -> Sources:
+    """Sources from typed frames (transactions may already be a backend table)."""
+    if isinstance(transactions, pd.DataFrame):
+        columns = [TXN_ID, USER_ID, TS, AMOUNT, MERCHANT_ID, MCC]
+        transactions = con.create_table("transactions", transactions[columns], overwrite=True)
+    windows = consent_windows(consents)
+    gates = user_gates(users, windows, run_time, erased)
+    return Sources(
+        con=con,
+        transactions=transactions,
+        users=con.create_table("users_ids", users[[USER_ID]].astype(str), overwrite=True),
+        windows=con.create_table("consent_windows", windows, overwrite=True),
+        gates=con.create_table("user_gates", gates, overwrite=True),
+        digests=digests or {},
+        run_time=run_time,
+        n_erased=sum(1 for t in erased.values() if t <= run_time),
+    )
+
+
+def _month_start(t: datetime) -> datetime:
+    return datetime(t.year, t.month, 1, tzinfo=UTC)
+
+
+def feature_expressions(
+    sources: Sources, pairs: ir.Table, as_of: ir.Table, half_life_days: float
+) -> dict[str, ir.Table]:
+    allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
+    usable = fd.usable_transactions(sources.transactions, allowed)
+    affinity = fd.affinity_features(usable, half_life_days)
+    population = fd.population_features(
+        sources.transactions, sources.users, sources.windows, sources.gates, as_of
+    )
+    return {
+        USER_MERCHANT: affinity["user_merchant"],
+        USER_MCC: affinity["user_mcc"],
+        USER: affinity["user"],
+        MERCHANT_POP: population["merchant"],
+        MCC_POP: population["mcc"],
+    }
+
+
+def point_in_time(
+    sources: Sources, pairs: pd.DataFrame, half_life_days: float = fd.DEFAULT_HALF_LIFE_DAYS
+) -> FeatureTables:
+    """Features for many (user_id, cutoff) pairs at once: one range join, not a loop.
+
+    Population features come as of the first instant of each cutoff's month.
+    """
+    frame = (
+        pairs[[USER_ID, fd.CUTOFF]]
+        .drop_duplicates()
+        .astype({USER_ID: str, fd.CUTOFF: "datetime64[us, UTC]"})
+    )
+    pair_table = sources.con.create_table("pit_pairs", frame, overwrite=True)
+    months = sorted({_month_start(t) for t in frame[fd.CUTOFF]})
+    as_of = sources.con.create_table(
+        "pit_as_of",
+        pd.DataFrame({fd.AS_OF: pd.to_datetime(months, utc=True).astype("datetime64[us, UTC]")}),
+        overwrite=True,
+    )
+    exprs = feature_expressions(sources, pair_table, as_of, half_life_days)
+    return FeatureTables(**{name: _sorted_frame(sources.con, name, e) for name, e in exprs.items()})
+
+
+def _sorted_frame(con: Any, name: str, expr: ir.Table) -> pd.DataFrame:
+    return con.execute(expr.order_by(TABLE_KEYS[name])).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def build_snapshot(
+    data_dir: str | Path,
+    features_dir: str | Path,
+    as_of: datetime | None = None,
+    erasures_dir: str | Path | None = None,
+    half_life_days: float = fd.DEFAULT_HALF_LIFE_DAYS,
+    engine: str = "duckdb",
+) -> dict[str, Any]:
+    """Build and publish a snapshot as of one cutoff (default: now) for every allowed user."""
+    run_time = datetime.now(UTC)
+    sources = open_sources(data_dir, erasures_dir, run_time, engine)
+    return publish_snapshot(sources, features_dir, as_of or run_time, half_life_days, engine)
+
+
+def publish_snapshot(
+    sources: Sources,
+    features_dir: str | Path,
+    cutoff: datetime,
+    half_life_days: float = fd.DEFAULT_HALF_LIFE_DAYS,
+    engine: str = "duckdb",
+    on_table_written: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Write every table aside, then swap CURRENT; any failure leaves the old snapshot current."""
+    features_dir = Path(features_dir)
+    con, run_time = sources.con, sources.run_time
+    cutoff_lit = ibis.literal(pd.Timestamp(cutoff), type="timestamp('UTC')")
+    pairs = sources.users.select(USER_ID, **{fd.CUTOFF: cutoff_lit})
+    as_of_tbl = con.create_table(
+        "snapshot_as_of",
+        pd.DataFrame({fd.AS_OF: pd.to_datetime([_month_start(cutoff)], utc=True)}).astype(
+            {fd.AS_OF: "datetime64[us, UTC]"}
+        ),
+        overwrite=True,
+    )
+    exprs = feature_expressions(sources, pairs, as_of_tbl, half_life_days)
+
+    features_dir.mkdir(parents=True, exist_ok=True)
+    staging = features_dir / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        row_counts = {}
+        for name, expr in exprs.items():
+            path = staging / f"{name}.parquet"
+            con.to_parquet(expr.order_by(TABLE_KEYS[name]), path)
+            row_counts[name] = int(pd.read_parquet(path, columns=[]).shape[0])
+            if on_table_written:
+                on_table_written(name)
+        counts = con.execute(
+            fd.exclusion_counts(sources.transactions, pairs, sources.windows, sources.gates)
+        )
+        exclusions = {rule: 0 for rule in fd.EXCLUSION_RULES}
+        exclusions.update(
+            {r: int(n) for r, n in zip(counts[fd.RULE], counts[fd.N_ROWS], strict=True)}
+        )
+        kept = exclusions.pop(fd.RULE_KEPT, 0)
+        content_hash = _content_hash(staging, row_counts)
+        snapshot_id = f"{cutoff.strftime('%Y%m%dT%H%M%SZ')}-{content_hash[:10]}"
+        manifest = {
+            "snapshot_id": snapshot_id,
+            "feature_set": FEATURE_SET,
+            "cutoff": pd.Timestamp(cutoff).isoformat(),
+            "population_as_of": _month_start(cutoff).isoformat(),
+            "built_at": run_time.isoformat(),
+            "engine": engine,
+            "half_life_days": half_life_days,
+            "policy_version": policy_version(),
+            "source_digests": sources.digests,
+            "users_erased": sources.n_erased,
+            "transactions_read": kept + sum(exclusions.values()),
+            "transactions_used": kept,
+            "exclusions_by_rule": exclusions,
+            "row_counts": row_counts,
+            "features": {
+                **fd.affinity_feature_docs(),
+                **fd.USER_FEATURES,
+                **fd.POPULATION_FEATURES,
+            },
+            "content_hash": content_hash,
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        final = features_dir / snapshot_id
+        if final.exists():
+            shutil.rmtree(staging)  # identical content already published under this id
+        else:
+            os.replace(staging, final)
+        _publish(features_dir, snapshot_id)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _content_hash(folder: Path, row_counts: dict[str, int]) -> str:
+    h = hashlib.sha256(json.dumps(row_counts, sort_keys=True).encode())
+    for name in sorted(row_counts):
+        frame = pd.read_parquet(folder / f"{name}.parquet")
+        h.update(name.encode())
+        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _publish(features_dir: Path, snapshot_id: str) -> None:
+    """Atomic pointer swap: readers see the old snapshot or the new one, never neither."""
+    tmp = features_dir / f".{CURRENT}.{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(snapshot_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, features_dir / CURRENT)
+
+
+def current_snapshot_id(features_dir: str | Path) -> str:
+    pointer = Path(features_dir) / CURRENT
+    if not pointer.exists():
+        raise FileNotFoundError(
+            f"no published feature snapshot in {features_dir}: run `offers features build` first"
+        )
+    return pointer.read_text().strip()
+
+
+def list_snapshots(features_dir: str | Path) -> list[dict[str, Any]]:
+    folder = Path(features_dir)
+    if not folder.exists():
+        return []
+    manifests = [
+        json.loads((d / MANIFEST).read_text())
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).exists()
+    ]
+    return sorted(manifests, key=lambda m: m["built_at"])
+
+
+def read_manifest(features_dir: str | Path, snapshot_id: str | None = None) -> dict[str, Any]:
+    snapshot_id = snapshot_id or current_snapshot_id(features_dir)
+    path = Path(features_dir) / snapshot_id / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"no snapshot {snapshot_id!r} in {features_dir}")
+    return json.loads(path.read_text())
+
+
+def load_snapshot(
+    features_dir: str | Path, snapshot_id: str | None = None
+) -> tuple[FeatureTables, dict[str, Any]]:
+    manifest = read_manifest(features_dir, snapshot_id)
+    folder = Path(features_dir) / manifest["snapshot_id"]
+    tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in TABLE_KEYS}
+    return FeatureTables(**tables), manifest
