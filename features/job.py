@@ -365,3 +365,40 @@ def load_snapshot(
     folder = Path(features_dir) / manifest["snapshot_id"]
     tables = {name: pd.read_parquet(folder / f"{name}.parquet") for name in TABLE_KEYS}
     return FeatureTables(**tables), manifest
+
+
+def erase_user(features_dir: str | Path, user_id: str) -> dict[str, dict[str, int]]:
+    """Remove a user's rows from every snapshot: snapshot -> table -> rows removed.
+
+    Each table file is rewritten aside and swapped in with os.replace, the manifest last, so
+    a reader never sees a half-written file. Population shares are aggregates over all users
+    and carry no row of anyone; they are recomputed without the user at the next build.
+    """
+    receipt: dict[str, dict[str, int]] = {}
+    for manifest in list_snapshots(features_dir):
+        folder = Path(features_dir) / manifest["snapshot_id"]
+        removed: dict[str, int] = {}
+        for name, keys in TABLE_KEYS.items():
+            if USER_ID not in keys:
+                continue
+            path = folder / f"{name}.parquet"
+            frame = pd.read_parquet(path)
+            mine = frame[USER_ID].astype(str) == user_id
+            removed[name] = int(mine.sum())
+            if removed[name]:
+                tmp = folder / f".{name}.{uuid.uuid4().hex}.parquet"
+                frame.loc[~mine].reset_index(drop=True).to_parquet(tmp, index=False)
+                os.replace(tmp, path)
+        if any(removed.values()):
+            counts = {
+                n: int(pd.read_parquet(folder / f"{n}.parquet", columns=[]).shape[0])
+                for n in TABLE_KEYS
+            }
+            manifest["row_counts"] = counts
+            manifest["content_hash"] = _content_hash(folder, counts)
+            manifest["users_erased_after_build"] = manifest.get("users_erased_after_build", 0) + 1
+            tmp = folder / f".{MANIFEST}.{uuid.uuid4().hex}"
+            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            os.replace(tmp, folder / MANIFEST)
+        receipt[manifest["snapshot_id"]] = removed
+    return receipt
