@@ -1,16 +1,27 @@
 """Ground floor: purposes, consent state, sensitive categories and decisions. Pure, no I/O."""
 
 from policy.consent import (
+    ADULT_AGE,
     Consent,
     ConsentState,
     ConsentStatus,
     UserFacts,
+    active_consent,
+    as_utc,
     consent_state,
     eighteenth_birthday,
     is_minor,
 )
 from policy.decision import LEGAL_REFS, Decision, Reason, decide
-from policy.mcc import MCC_TIERS, REVIEW_MCCS, SENSITIVE_MCCS, Tier, is_sensitive, mcc_tier
+from policy.mcc import (
+    MCC_TIERS,
+    REVIEW_MCCS,
+    SENSITIVE_MCCS,
+    SensitiveMcc,
+    Tier,
+    is_sensitive,
+    mcc_tier,
+)
 from policy.purposes import (
     BANNED_PURPOSES,
     OFFER_RANKING,
@@ -21,6 +32,7 @@ from policy.purposes import (
 from policy.version import policy_version
 
 __all__ = [
+    "ADULT_AGE",
     "BANNED_PURPOSES",
     "LEGAL_REFS",
     "MCC_TIERS",
@@ -34,13 +46,17 @@ __all__ = [
     "Decision",
     "PurposeKind",
     "Reason",
+    "SensitiveMcc",
     "Tier",
     "UserFacts",
+    "active_consent",
+    "as_utc",
     "classify_purpose",
     "consent_state",
     "decide",
     "eighteenth_birthday",
     "is_minor",
+    "is_sensitive",
     "mcc_tier",
     "policy_version",
 ]

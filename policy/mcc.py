@@ -108,11 +108,13 @@ REVIEW_MCCS: frozenset[str] = frozenset(m.mcc for m in MCC_TIERS if m.tier is Ti
 
 
 def is_sensitive(mcc: str) -> bool:
+    """True for tiers A, B and C: such a transaction or offer never feeds features or a slate."""
     return mcc in SENSITIVE_MCCS
 
 
 def mcc_tier(mcc: str) -> Tier | None:
-    for entry in MCC_TIERS:
-        if entry.mcc == mcc:
-            return entry.tier
-    return None
+    """The tier a code is named in (review included), None for an ordinary code."""
+    return _TIER_BY_MCC.get(mcc)
+
+
+_TIER_BY_MCC: dict[str, Tier] = {m.mcc: m.tier for m in MCC_TIERS}

@@ -6,12 +6,15 @@ import hashlib
 import json
 from functools import cache
 
-RULES_REVISION = 1  # bump when decision logic changes without a change in the data below
+RULES_REVISION = 2  # bump when decision logic changes without a change in the data below
+# 2: the latest authorisation decides consent state; times normalised to UTC
 
 
 @cache
 def policy_version() -> str:
-    from policy.consent import DEFAULT_LOOKBACK_DAYS, DEFAULT_VALIDITY
+    """Read lazily (never at import) so that tests can change a rule and clear the cache."""
+    from policy.consent import ADULT_AGE, DEFAULT_LOOKBACK_DAYS, DEFAULT_VALIDITY
+    from policy.decision import LEGAL_REFS, Reason
     from policy.mcc import EXCLUDED_TIERS, MCC_TIERS
     from policy.purposes import BANNED_PURPOSES, OTHER_CONSENTED_PURPOSES, SERVED_PURPOSES
 
@@ -24,7 +27,9 @@ def policy_version() -> str:
         "excluded_tiers": sorted(str(t) for t in EXCLUDED_TIERS),
         "validity_days": DEFAULT_VALIDITY.days,
         "lookback_days": DEFAULT_LOOKBACK_DAYS,
-        "min_age": 18,
+        "min_age": ADULT_AGE,
+        "reasons": [r.value for r in Reason],  # the decision table's order
+        "legal_refs": {r.value: list(refs) for r, refs in LEGAL_REFS.items()},
     }
     digest = hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
     return f"p1-{digest[:12]}"
