@@ -1,0 +1,230 @@
+"""The HTTP app: authentication, validation, the Scorer, JSON out. Nothing else.
+
+Built by `create_app` (never at import), so each `uvicorn --workers N` process calls the factory
+and loads its own Booster. There is deliberately no endpoint that lists users, returns features
+or raw data, or answers "who should get this offer": that would be an advertising audience.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer
+
+log = logging.getLogger(__name__)
+
+TOKENS_ENV = "OFFERS_API_TOKENS"  # comma-separated bearer tokens
+TOKENS_FILE_ENV = "OFFERS_API_TOKENS_FILE"  # one token per line
+ADMIN_TOKEN_ENV = "OFFERS_ADMIN_TOKEN"  # for POST /v1/reload
+DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users, consents, offers)
+MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
+HOME_ENV = "OFFERS_HOME"  # as offers.settings reads it (serving may not import offers/)
+DEFAULT_HOME = ".offers"
+MAX_CANDIDATES = 1000
+MAX_ID_LENGTH = 200
+API_VERSION = "1"
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+class RankRequest(BaseModel):
+    """One user's request for their own ranking; unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id
+    purpose: Annotated[str, Field(min_length=1, max_length=64)]
+    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    candidates: Annotated[list[Id] | None, Field(min_length=1, max_length=MAX_CANDIDATES)] = None
+    now: datetime | None = Field(None, description="Decision time (ISO 8601; naive means UTC).")
+
+
+class RankedOfferOut(BaseModel):
+    offer_id: str
+    score: float
+    rank: int
+    reasons: list[str]
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+
+
+class RankAllowed(BaseModel):
+    decision: str = "allow"
+    reason_code: str = "OK"
+    legal_refs: list[str]
+    offers: list[RankedOfferOut]
+    cold_start: bool = Field(description="True when the user has no history: popularity ranking.")
+    model: ModelOut
+    policy_version: str
+    snapshot_id: str
+    request_id: str
+
+
+class RankDenied(BaseModel):
+    decision: str = "deny"
+    reason_code: str
+    legal_refs: list[str]
+    policy_version: str
+    request_id: str
+
+
+class Problem(BaseModel):
+    detail: Any
+
+
+def read_tokens(env: dict[str, str] | None = None) -> list[str]:
+    """API tokens from OFFERS_API_TOKENS (comma-separated) and/or OFFERS_API_TOKENS_FILE."""
+    env = dict(os.environ) if env is None else env
+    tokens = [t.strip() for t in env.get(TOKENS_ENV, "").split(",")]
+    path = env.get(TOKENS_FILE_ENV)
+    if path:
+        tokens += [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [t for t in tokens if t and not t.startswith("#")]
+
+
+def _matches(given: str, allowed: Sequence[str]) -> bool:
+    """Constant time per token, and every token is compared (no early exit on a match)."""
+    found = False
+    for token in allowed:
+        found |= hmac.compare_digest(given.encode(), token.encode())
+    return found
+
+
+def _unauthorized(detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+class _AuthError(Exception):
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+def create_app(
+    scorer_factory: Callable[[], Scorer] | None = None,
+    *,
+    tokens: Sequence[str] | None = None,
+    admin_token: str | None = None,
+) -> FastAPI:
+    """The app around one Scorer; tokens default to the environment, and none means no start."""
+    api_tokens = list(tokens) if tokens is not None else read_tokens()
+    if not api_tokens:
+        raise RuntimeError(
+            f"refusing to start without API tokens: set {TOKENS_ENV} (comma-separated) "
+            f"or {TOKENS_FILE_ENV}"
+        )
+    admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
+    scorer = (scorer_factory or scorer_from_env)()
+    bearer = HTTPBearer(auto_error=False)
+
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if creds is None:
+            raise _AuthError("missing bearer token")
+        if not _matches(creds.credentials, api_tokens):
+            raise _AuthError("invalid bearer token")
+
+    def administrator(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if creds is None:
+            raise _AuthError("missing bearer token")
+        if not admin or not _matches(creds.credentials, [admin]):
+            raise _AuthError(f"invalid admin token (set {ADMIN_TOKEN_ENV} to enable reloads)")
+
+    app = FastAPI(
+        title="offers",
+        version=API_VERSION,
+        description="Consent-first offer ranking: a policy decision first, then the user's own "
+        "ranking. Never an audience, never features or raw data.",
+    )
+    app.state.scorer = scorer
+
+    @app.exception_handler(_AuthError)
+    def _auth_error(request: Request, exc: _AuthError) -> JSONResponse:
+        return _unauthorized(exc.detail)
+
+    @app.exception_handler(RequestError)
+    def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return JSONResponse({"detail": message, "errors": errors}, status_code=422)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> dict[str, Any]:
+        """Readiness: which model, snapshot and policy this worker serves."""
+        return {"status": "ready", **scorer.state.describe()}
+
+    @app.post(
+        "/v1/rank",
+        tags=["rank"],
+        response_model=RankAllowed,
+        responses={
+            401: {"model": Problem, "description": "missing or invalid bearer token"},
+            403: {"model": RankDenied, "description": "denied by policy: reason code, no offers"},
+            422: {"model": Problem, "description": "malformed request or unknown offer ids"},
+        },
+        dependencies=[Depends(caller)],
+    )
+    def rank(body: RankRequest) -> JSONResponse:
+        """Rank offers for one consenting user; a policy deny is a 403 with its reason code."""
+        result = scorer.rank(body.user_id, body.purpose, body.k, body.candidates, body.now)
+        return JSONResponse(result.to_dict(), status_code=200 if result.allowed else 403)
+
+    @app.post("/v1/reload", tags=["ops"], dependencies=[Depends(administrator)])
+    def reload() -> JSONResponse:
+        """Re-resolve the champion, snapshot, data and erasures (this worker only)."""
+        try:
+            state = scorer.reload()
+        except (LookupError, OSError, ValueError, RuntimeError) as exc:
+            log.exception("reload failed; still serving %s", scorer.state.describe())
+            return JSONResponse(
+                {"detail": f"reload failed, still serving the previous state: {exc}"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "reloaded", **state.describe()})
+
+    return app
+
+
+def scorer_from_env() -> Scorer:
+    """OFFERS_HOME (settings), OFFERS_DATA_DIR and OFFERS_MODEL_ALIAS, as `offers serve` sets them."""
+    data_dir = os.environ.get(DATA_DIR_ENV)
+    if not data_dir:
+        raise RuntimeError(f"set {DATA_DIR_ENV} to the folder with users, consents and offers")
+    return Scorer(
+        Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve(),
+        Path(data_dir),
+        os.environ.get(MODEL_ALIAS_ENV, "champion"),
+        channel=CHANNEL_API,
+    )
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory (`serving.app:app_from_env`): one per worker process."""
+    return create_app()

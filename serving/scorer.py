@@ -1,0 +1,516 @@
+"""The Scorer: policy first, then features from the published snapshot, then the champion model.
+
+Why it is shaped like this: every request must be decided by `policy.decide` at request time
+(a consent that lapsed after the snapshot was built is denied), and nothing slow may sit on the
+request path. So `Scorer` resolves the registered model, the snapshot, the offer catalogue, the
+users' consents and the erasure register once (at start and on `reload()`) into one immutable
+`ServingState`, swapped atomically; a request only reads that state, runs numpy and LightGBM
+with one thread, and appends one audit record.
+
+Features come from the published snapshot as of its cutoff (through `features.vector.assemble`,
+the function training uses), and offers must be active at the request's `now`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features import definitions as fd
+from features.contract import CONSENTS, MCC, OFFERS, USERS
+from features.erasures import read_erasures
+from features.job import load_snapshot
+from features.policy_frames import consents_by_user, user_facts
+from features.validate import load_tables
+from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
+from policy import SENSITIVE_MCCS, Consent, Decision, UserFacts, as_utc, decide, policy_version
+from serving.audit import EVENT, EVENT_DECISION, AuditLog, new_request_id
+from serving.explain import (
+    PATH,
+    REASON_POPULAR,
+    SHAP,
+    PathExplainer,
+    ReasonWriter,
+    shap_contributions,
+)
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+MAX_K = 100
+CHANNEL_API = "api"
+CHANNEL_BATCH = "batch"
+CHANNEL_IN_PROCESS = "in_process"
+_M_POP = FEATURE_COLUMNS.index(fd.MERCHANT_POPULARITY)
+_C_POP = FEATURE_COLUMNS.index(fd.MCC_POPULARITY)
+
+
+class RequestError(ValueError):
+    """A request the Scorer cannot answer as asked (HTTP 422): nothing was decided."""
+
+
+class ModelMismatchError(RuntimeError):
+    """The registered model does not fit this code's features or policy: refuse to serve."""
+
+
+class RegisteredModel(Protocol):
+    """What `features.tracking.load_registered_model` hands back (the only registry reader)."""
+
+    booster: lgb.Booster
+    name: str
+    version: str
+    feature_columns: list[str]
+    policy_version: str | None
+
+
+ModelLoader = Callable[[Path, str], RegisteredModel]
+
+
+@dataclass(frozen=True)
+class RankedOffer:
+    offer_id: str
+    score: float
+    rank: int
+    reasons: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "offer_id": self.offer_id,
+            "score": self.score,
+            "rank": self.rank,
+            "reasons": self.reasons,
+        }
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """One decision and, on allow, the ranked offers; `to_dict` is the HTTP body."""
+
+    request_id: str
+    user_id: str
+    purpose: str
+    now: datetime
+    decision: Decision
+    offers: list[RankedOffer] = field(default_factory=list)
+    cold_start: bool = False
+    model_name: str = ""
+    model_version: str = ""
+    snapshot_id: str = ""
+    excluded_sensitive: int = 0
+    excluded_inactive: int = 0
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def reason_code(self) -> str:
+        return self.decision.reason_code
+
+    @property
+    def policy_version(self) -> str:
+        return self.decision.policy_version
+
+    def to_dict(self) -> dict[str, Any]:
+        """Allow: the ranking; deny: decision, reason, legal refs and policy version only."""
+        base = {
+            "decision": self.decision.decision,
+            "reason_code": self.reason_code,
+            "legal_refs": list(self.decision.legal_refs),
+            "policy_version": self.policy_version,
+            "request_id": self.request_id,
+        }
+        if not self.allowed:
+            return base
+        return {
+            **base,
+            "offers": [o.to_dict() for o in self.offers],
+            "cold_start": self.cold_start,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "snapshot_id": self.snapshot_id,
+        }
+
+    def audit_record(self, channel: str) -> dict[str, Any]:
+        """The spec's audit fields; never an MCC, a merchant or an amount."""
+        consent = self.decision.consent
+        return {
+            EVENT: EVENT_DECISION,
+            "request_id": self.request_id,
+            "decided_at": self.now.isoformat(),
+            "channel": channel,
+            "user_id": self.user_id,
+            "purpose": self.purpose,
+            "decision": self.decision.decision,
+            "reason_code": self.reason_code,
+            "legal_refs": list(self.decision.legal_refs),
+            "consent_id": consent.consent_id,
+            "consent_state": consent.status.value,
+            "consent_expires_at": consent.expires_at.isoformat() if consent.expires_at else None,
+            "policy_version": self.policy_version,
+            "feature_snapshot_id": self.snapshot_id,
+            "model": {"name": self.model_name, "version": self.model_version},
+            "offer_ids": [o.offer_id for o in self.offers],
+            "n_excluded_sensitive": self.excluded_sensitive,
+            "cold_start": self.cold_start,
+        }
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Everything a request reads, loaded together and replaced together."""
+
+    booster: lgb.Booster
+    model_name: str
+    model_version: str
+    model_alias: str
+    explainer: PathExplainer
+    reasons: ReasonWriter
+    source: FeatureSource
+    snapshot_id: str
+    cutoff: datetime
+    cutoff_ns: int
+    offers: OfferArrays
+    offer_index: dict[str, int]
+    sensitive: np.ndarray  # bool per catalogue row
+    consents: dict[str, list[Consent]]
+    users: dict[str, UserFacts]
+    policy_version: str
+    loaded_at: datetime
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model": {
+                "name": self.model_name,
+                "version": self.model_version,
+                "alias": self.model_alias,
+            },
+            "snapshot_id": self.snapshot_id,
+            "snapshot_cutoff": self.cutoff.isoformat(),
+            "policy_version": self.policy_version,
+            "offers": len(self.offers),
+            "loaded_at": self.loaded_at.isoformat(),
+        }
+
+
+def _default_loader(home: Path, alias: str) -> RegisteredModel:
+    from features.tracking import load_registered_model
+
+    return load_registered_model(home, alias)
+
+
+def _load_tables(data_dir: Path) -> dict[str, pd.DataFrame]:
+    """Validated users, consents and offers (only those tables when the loader allows it)."""
+    wanted = (USERS, CONSENTS, OFFERS)
+    if "tables" in inspect.signature(load_tables).parameters:
+        return load_tables(data_dir, tables=wanted)
+    return load_tables(data_dir)
+
+
+def load_state(
+    home: Path,
+    data_dir: Path,
+    model_alias: str = CHAMPION,
+    model_loader: ModelLoader | None = None,
+) -> ServingState:
+    """Model, snapshot, catalogue, consents and erasures; fails loudly on any mismatch."""
+    home = Path(home)
+    model = (model_loader or _default_loader)(home, model_alias)
+    columns = list(model.feature_columns)
+    if columns != list(FEATURE_COLUMNS):
+        raise ModelMismatchError(
+            f"model {model.name} v{model.version} was trained on features {columns}, "
+            f"this code assembles {list(FEATURE_COLUMNS)}: retrain or deploy matching code"
+        )
+    if model.booster.num_feature() != len(FEATURE_COLUMNS):
+        raise ModelMismatchError(
+            f"booster expects {model.booster.num_feature()} features, not {len(FEATURE_COLUMNS)}"
+        )
+    current_policy = policy_version()
+    if model.policy_version and model.policy_version != current_policy:
+        raise ModelMismatchError(
+            f"model {model.name} v{model.version} was trained under policy "
+            f"{model.policy_version}, the rules now are {current_policy}: retrain and promote"
+        )
+    tables, manifest = load_snapshot(home / "features")
+    if manifest.get("policy_version") != current_policy:
+        raise ModelMismatchError(
+            f"snapshot {manifest['snapshot_id']} was built under policy "
+            f"{manifest.get('policy_version')}, the rules now are {current_policy}: rebuild it"
+        )
+    cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
+    frames = _load_tables(Path(data_dir))
+    erased = read_erasures(home / "erasures")
+    offers_frame = frames[OFFERS]
+    offers = OfferArrays.from_frame(offers_frame)
+    return ServingState(
+        booster=model.booster,
+        model_name=str(model.name),
+        model_version=str(model.version),
+        model_alias=model_alias,
+        explainer=PathExplainer(model.booster, len(FEATURE_COLUMNS)),
+        reasons=ReasonWriter(FEATURE_COLUMNS),
+        source=FeatureSource(tables),
+        snapshot_id=str(manifest["snapshot_id"]),
+        cutoff=cutoff,
+        cutoff_ns=_ns(cutoff),
+        offers=offers,
+        offer_index={oid: i for i, oid in enumerate(offers.offer_id.tolist())},
+        sensitive=offers_frame[MCC].astype(str).isin(SENSITIVE_MCCS).to_numpy(),
+        consents=consents_by_user(frames[CONSENTS]),
+        users=user_facts(frames[USERS], erased),
+        policy_version=current_policy,
+        loaded_at=datetime.now(UTC),
+    )
+
+
+def _ns(t: datetime) -> int:
+    return int(pd.Timestamp(t).value)
+
+
+@dataclass(frozen=True)
+class _Slate:
+    """The candidates one request may rank: catalogue rows, and what was filtered out."""
+
+    idx: np.ndarray
+    excluded_sensitive: int
+    excluded_inactive: int
+
+
+class Scorer:
+    """Rank offers for one consenting user; the in-process API the HTTP app and batch share."""
+
+    def __init__(
+        self,
+        home: str | Path,
+        data_dir: str | Path,
+        model_alias: str = CHAMPION,
+        *,
+        audit: AuditLog | None = None,
+        model_loader: ModelLoader | None = None,
+        explain: str = PATH,
+        channel: str = CHANNEL_IN_PROCESS,
+        state: ServingState | None = None,
+    ) -> None:
+        if explain not in (PATH, SHAP):
+            raise ValueError(f"explain={explain!r} is not {PATH!r} or {SHAP!r}")
+        self.home = Path(home)
+        self.data_dir = Path(data_dir)
+        self.model_alias = model_alias
+        self.model_loader = model_loader
+        self.explain = explain
+        self.channel = channel
+        self.audit = audit if audit is not None else AuditLog(self.home / "audit")
+        self._reload_lock = threading.Lock()
+        # A given state (batch workers) skips loading: it was loaded once by the parent.
+        self.state = state or load_state(self.home, self.data_dir, model_alias, model_loader)
+
+    def reload(self) -> ServingState:
+        """Re-resolve the alias, snapshot, data and erasures; requests in flight keep the old."""
+        with self._reload_lock:
+            state = load_state(self.home, self.data_dir, self.model_alias, self.model_loader)
+            self.state = state
+        log.info("scorer reloaded: %s", state.describe())
+        return state
+
+    # ------------------------------------------------------------------ requests
+
+    def rank(
+        self,
+        user_id: str,
+        purpose: str,
+        k: int = 10,
+        candidates: Sequence[str] | None = None,
+        now: datetime | None = None,
+    ) -> RankResult:
+        """Decide, then (on allow) rank; one audit record either way.
+
+        Raises RequestError, before anything is decided, for a bad k, unknown or repeated
+        candidate ids, or a `now` before the snapshot's cutoff (features would see the future).
+        """
+        state = self.state
+        now = as_utc(now) if now is not None else datetime.now(UTC)
+        idx = self._candidate_idx(state, candidates)
+        self._check_request(state, k, now)
+        decision = decide(purpose, now, state.consents.get(user_id, ()), state.users.get(user_id))
+        result = self._rank_decided(state, [user_id], [decision], purpose, idx, k, now)[0]
+        self.audit.append(result.audit_record(self.channel))
+        return result
+
+    def decide_many(
+        self,
+        user_ids: Sequence[str],
+        purpose: str,
+        now: datetime,
+        state: ServingState | None = None,
+    ) -> list[Decision]:
+        state = state or self.state
+        return [
+            decide(purpose, now, state.consents.get(u, ()), state.users.get(u)) for u in user_ids
+        ]
+
+    def rank_many(
+        self,
+        user_ids: Sequence[str],
+        purpose: str,
+        k: int = 10,
+        now: datetime | None = None,
+        channel: str = CHANNEL_BATCH,
+    ) -> list[RankResult]:
+        """Batch: the same decision and ranking per user, one model call for the lot."""
+        state = self.state
+        now = as_utc(now) if now is not None else datetime.now(UTC)
+        self._check_request(state, k, now)
+        decisions = self.decide_many(user_ids, purpose, now, state)
+        results = self._rank_decided(state, list(user_ids), decisions, purpose, None, k, now)
+        self.audit.append_many(r.audit_record(channel) for r in results)
+        return results
+
+    @staticmethod
+    def _check_request(state: ServingState, k: int, now: datetime) -> None:
+        if not 1 <= k <= MAX_K:
+            raise RequestError(f"k must be between 1 and {MAX_K}, not {k}")
+        if now < state.cutoff:
+            raise RequestError(
+                f"now {now.isoformat()} is before the feature snapshot's cutoff "
+                f"{state.cutoff.isoformat()}: its features would come from the future"
+            )
+
+    @staticmethod
+    def _candidate_idx(state: ServingState, candidates: Sequence[str] | None) -> np.ndarray | None:
+        if candidates is None:
+            return None
+        unknown = [c for c in candidates if c not in state.offer_index]
+        if unknown:
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise RequestError(f"unknown candidate offer ids: {shown}{more}")
+        if len(set(candidates)) != len(candidates):
+            dupes = sorted(c for c, n in Counter(candidates).items() if n > 1)
+            raise RequestError(f"candidate offer ids repeated: {dupes[:10]}")
+        return np.fromiter((state.offer_index[c] for c in candidates), np.int64, len(candidates))
+
+    @staticmethod
+    def _slate(state: ServingState, idx: np.ndarray | None, now_ns: int) -> _Slate:
+        """Active at now and never a sensitive MCC (spec/policy.md), counting what was dropped."""
+        if idx is None:
+            idx = np.arange(len(state.offers))
+        sensitive = state.sensitive[idx]
+        active = (state.offers.starts_ns[idx] <= now_ns) & (now_ns < state.offers.ends_ns[idx])
+        keep = active & ~sensitive
+        return _Slate(idx[keep], int(sensitive.sum()), int((~active & ~sensitive).sum()))
+
+    def _rank_decided(
+        self,
+        state: ServingState,
+        user_ids: list[str],
+        decisions: list[Decision],
+        purpose: str,
+        idx: np.ndarray | None,
+        k: int,
+        now: datetime,
+    ) -> list[RankResult]:
+        slate = self._slate(state, idx, _ns(now))
+        common = {
+            "purpose": purpose,
+            "now": now,
+            "model_name": state.model_name,
+            "model_version": state.model_version,
+            "snapshot_id": state.snapshot_id,
+        }
+        results: list[RankResult | None] = [None] * len(user_ids)
+        warm: list[int] = []
+        cold: list[int] = []
+        for i, (user, decision) in enumerate(zip(user_ids, decisions, strict=True)):
+            if not decision.allowed:
+                results[i] = RankResult(new_request_id(), user, decision=decision, **common)
+            elif state.source.has_history(user, state.cutoff_ns):
+                warm.append(i)
+            else:
+                cold.append(i)
+        extra = {
+            "excluded_sensitive": slate.excluded_sensitive,
+            "excluded_inactive": slate.excluded_inactive,
+        }
+        if cold:
+            offers = self._popular(state, slate.idx, k)
+            for i in cold:
+                results[i] = RankResult(
+                    new_request_id(), user_ids[i], decision=decisions[i], offers=offers,
+                    cold_start=True, **common, **extra,
+                )  # fmt: skip
+        if warm:
+            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k)
+            for i, offers in zip(warm, ranked, strict=True):
+                results[i] = RankResult(
+                    new_request_id(), user_ids[i], decision=decisions[i], offers=offers,
+                    **common, **extra,
+                )  # fmt: skip
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _popular(state: ServingState, idx: np.ndarray, k: int) -> list[RankedOffer]:
+        """Cold start: merchant popularity among consenting users, then category popularity."""
+        if len(idx) == 0:
+            return []
+        X = assemble(
+            state.source,
+            [""] * len(idx),
+            np.full(len(idx), state.cutoff_ns),
+            state.offers.take(idx),
+        )
+        m_pop, c_pop = X[:, _M_POP], X[:, _C_POP]
+        order = np.lexsort((np.arange(len(idx)), -c_pop, -m_pop))[:k]
+        return [
+            RankedOffer(str(state.offers.offer_id[idx[j]]), float(m_pop[j]), r, [REASON_POPULAR])
+            for r, j in enumerate(order, start=1)
+        ]
+
+    def _model_rank(
+        self, state: ServingState, users: list[str], idx: np.ndarray, k: int
+    ) -> list[list[RankedOffer]]:
+        """One assembled matrix and one predict for every user; top k each; reasons for those."""
+        n_off = len(idx)
+        if n_off == 0:
+            return [[] for _ in users]
+        n_users = len(users)
+        offers = state.offers.take(np.tile(idx, n_users))
+        user_col = np.repeat(np.array(users, dtype=object), n_off)
+        X = assemble(state.source, user_col, np.full(n_users * n_off, state.cutoff_ns), offers)
+        scores = state.booster.predict(X, num_threads=1).reshape(n_users, n_off)
+        k = min(k, n_off)
+        # Stable: equal scores keep catalogue (or candidate) order.
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        rows = (np.arange(n_users)[:, None] * n_off + top).ravel()
+        Xt = X[rows]
+        if self.explain == SHAP:
+            contrib = shap_contributions(state.booster, Xt)
+        else:
+            contrib = state.explainer.contributions(state.booster, Xt)
+        out: list[list[RankedOffer]] = []
+        offer_ids = state.offers.offer_id
+        for u in range(n_users):
+            ranked = []
+            for r in range(k):
+                row = u * k + r
+                j = top[u, r]
+                ranked.append(
+                    RankedOffer(
+                        str(offer_ids[idx[j]]),
+                        float(scores[u, j]),
+                        r + 1,
+                        state.reasons.reasons(contrib[row], Xt[row]),
+                    )
+                )
+            out.append(ranked)
+        return out
