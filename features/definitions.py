@@ -196,6 +196,17 @@ def exclusion_counts(
     return j.select(**{RULE: rule}).group_by(RULE).agg(**{N_ROWS: ibis._.count()})
 
 
+def window_aggregates(usable: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> ir.Table:
+    """The one pass over usable transactions: per (user, cutoff, merchant, mcc) window sums."""
+    return _window_aggregates(usable, [USER_ID, CUTOFF, MERCHANT_ID, MCC], half_life_days)
+
+
+def active_days(usable: ir.Table) -> ir.Table:
+    """Distinct days per pair: the only feature that needs a second pass over transactions."""
+    days = usable.select(USER_ID, CUTOFF, day=usable[TS].date())
+    return days.group_by([USER_ID, CUTOFF]).agg(u_active_days_365d=days.day.nunique().cast("int64"))
+
+
 def _window_aggregates(usable: ir.Table, keys: list[str], half_life_days: float) -> ir.Table:
     age, amount = usable[AGE_DAYS], usable[AMOUNT]
     purchase = amount > 0
@@ -244,11 +255,8 @@ def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Tab
     )
 
 
-def affinity_features(
-    usable: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS
-) -> dict[str, ir.Table]:
-    """User x merchant, user x mcc and user features from usable transactions."""
-    base = _window_aggregates(usable, [USER_ID, CUTOFF, MERCHANT_ID, MCC], half_life_days)
+def affinity_features(base: ir.Table, days: ir.Table) -> dict[str, ir.Table]:
+    """User x merchant, user x mcc and user features from `window_aggregates` and `active_days`."""
     by_merchant = _rollup(base, [USER_ID, CUTOFF, MERCHANT_ID])
     by_mcc = _rollup(base, [USER_ID, CUTOFF, MCC])
 
@@ -265,15 +273,10 @@ def affinity_features(
     p = shares.s / shares.u_spend_365d
     shares = shares.filter(shares.s > 0).select(shares[USER_ID], shares[CUTOFF], plogp=p * p.ln())
     entropy = shares.group_by([USER_ID, CUTOFF]).agg(u_entropy_365d=-shares.plogp.sum())
-    days = usable.select(USER_ID, CUTOFF, day=usable[TS].date())
-    active_days = days.group_by([USER_ID, CUTOFF]).agg(
-        u_active_days_365d=days.day.nunique().cast("int64")
-    )
-
     user = totals.join(entropy, [USER_ID, CUTOFF], how="left").select(
         totals, entropy.u_entropy_365d
     )
-    user = user.join(active_days, [USER_ID, CUTOFF]).select(user, active_days.u_active_days_365d)
+    user = user.join(days, [USER_ID, CUTOFF]).select(user, days.u_active_days_365d)
     user = user.select(
         USER_ID,
         CUTOFF,

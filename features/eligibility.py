@@ -14,6 +14,7 @@ import pandas as pd
 
 from features.contract import (
     BIRTH_DATE,
+    CONSENT_ID,
     GRANTED_AT,
     LOOKBACK_DAYS,
     MARKETING_OBJECTION_AT,
@@ -30,21 +31,29 @@ ACTIVE_UNTIL = "active_until"  # first instant the consent no longer holds (expi
 USABLE_FROM = "usable_from"  # granted_at - lookback_days: oldest transaction the consent opens
 ADULT_FROM = "adult_from"  # midnight UTC of the 18th birthday; null when the birth date is unknown
 OBJECTION_AT = "objection_at"
+LATEST = "latest"  # no newer covering consent exists (at any time)
 WITHDRAWN = "withdrawn"  # withdrawn or erased when the job runs: final, whatever the cutoff
 
 UTC = "UTC"
 
 
 def consent_windows(consents: pd.DataFrame) -> pd.DataFrame:
-    """One row per consent that covers offer_ranking: [granted_at, active_until) and usable_from."""
+    """One row per consent covering offer_ranking, with the span in which it is the one that counts.
+
+    As in `policy.consent_state`, the latest covering authorisation decides: a consent holds
+    from its grant until it expires, is revoked, or a newer covering consent is granted
+    (ties on granted_at break on consent_id). At most one window is open at any instant.
+    """
     covers = consents[PURPOSES].map(lambda purposes: OFFER_RANKING in purposes).astype(bool)
-    rows = consents.loc[covers]
+    rows = consents.loc[covers].sort_values([USER_ID, GRANTED_AT, CONSENT_ID], kind="stable")
     granted = rows[GRANTED_AT]
     default_expiry = granted + DEFAULT_VALIDITY
     expiry = rows[_EXPIRES_AT].fillna(default_expiry)
     expiry = expiry.where(expiry <= default_expiry, default_expiry)
     revoked = rows[REVOKED_AT]
-    active_until = expiry.where(revoked.isna() | (revoked > expiry), revoked)
+    superseded = granted.groupby(rows[USER_ID], sort=False).shift(-1)
+    ends = pd.concat([expiry, revoked, superseded], axis=1)
+    active_until = ends.min(axis=1, skipna=True)
     lookback = pd.to_timedelta(rows[LOOKBACK_DAYS].astype("int64"), unit="D")
     frame = pd.DataFrame(
         {
@@ -53,6 +62,7 @@ def consent_windows(consents: pd.DataFrame) -> pd.DataFrame:
             ACTIVE_UNTIL: active_until,
             USABLE_FROM: granted - lookback,
             REVOKED_AT: revoked,
+            LATEST: superseded.isna(),
         }
     )
     return frame.reset_index(drop=True).astype(
@@ -61,13 +71,11 @@ def consent_windows(consents: pd.DataFrame) -> pd.DataFrame:
 
 
 def withdrawn_users(windows: pd.DataFrame, run_time: datetime) -> set[str]:
-    """Users whose latest offer_ranking consent granted by `run_time` is revoked, none active."""
+    """Users whose latest offer_ranking consent granted by `run_time` was revoked by then."""
     granted = windows.loc[windows[GRANTED_AT] <= run_time]
-    active = (granted[GRANTED_AT] <= run_time) & (run_time < granted[ACTIVE_UNTIL])
-    has_active = set(granted.loc[active, USER_ID])
-    latest = granted.sort_values(GRANTED_AT).groupby(USER_ID, sort=False).tail(1)
-    revoked = latest.loc[latest[REVOKED_AT].notna() & (latest[REVOKED_AT] <= run_time), USER_ID]
-    return set(revoked) - has_active
+    latest = granted.groupby(USER_ID, sort=False).tail(1)  # windows are sorted by grant
+    revoked = latest[REVOKED_AT].notna() & (latest[REVOKED_AT] <= run_time)
+    return set(latest.loc[revoked, USER_ID])
 
 
 def user_gates(

@@ -20,6 +20,7 @@ from typing import Any
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow.parquet as pq
 
 from features import definitions as fd
 from features.contract import (
@@ -175,7 +176,10 @@ def feature_expressions(
 ) -> dict[str, ir.Table]:
     allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
     usable = fd.usable_transactions(sources.transactions, allowed)
-    affinity = fd.affinity_features(usable, half_life_days)
+    # Two passes over the transactions, each materialised once; everything else is small.
+    base = fd.window_aggregates(usable, half_life_days).cache()
+    days = fd.active_days(usable).cache()
+    affinity = fd.affinity_features(base, days)
     population = fd.population_features(
         sources.transactions, sources.users, sources.windows, sources.gates, as_of
     )
@@ -262,7 +266,7 @@ def publish_snapshot(
         for name, expr in exprs.items():
             path = staging / f"{name}.parquet"
             con.to_parquet(expr.order_by(TABLE_KEYS[name]), path)
-            row_counts[name] = int(pd.read_parquet(path, columns=[]).shape[0])
+            row_counts[name] = _parquet_rows(path)
             if on_table_written:
                 on_table_written(name)
         counts = con.execute(
@@ -308,6 +312,10 @@ def publish_snapshot(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _parquet_rows(path: Path) -> int:
+    return pq.read_metadata(path).num_rows
 
 
 def _content_hash(folder: Path, row_counts: dict[str, int]) -> str:
@@ -390,10 +398,7 @@ def erase_user(features_dir: str | Path, user_id: str) -> dict[str, dict[str, in
                 frame.loc[~mine].reset_index(drop=True).to_parquet(tmp, index=False)
                 os.replace(tmp, path)
         if any(removed.values()):
-            counts = {
-                n: int(pd.read_parquet(folder / f"{n}.parquet", columns=[]).shape[0])
-                for n in TABLE_KEYS
-            }
+            counts = {n: _parquet_rows(folder / f"{n}.parquet") for n in TABLE_KEYS}
             manifest["row_counts"] = counts
             manifest["content_hash"] = _content_hash(folder, counts)
             manifest["users_erased_after_build"] = manifest.get("users_erased_after_build", 0) + 1
