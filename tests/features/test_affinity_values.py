@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 from frames import at, consents, features_at, transactions, users
+
+from features import job
 
 CUT = "2024-07-01"
 
@@ -104,9 +107,6 @@ def test_population_shares_count_allowed_users(tables):
 
 
 def test_half_life_is_a_parameter():
-    from features import job
-    from frames import at as ts
-
     txns = transactions([("u1", "2024-06-01", 8.0, "m1", "5411")])
     sources = job.register_sources(
         job.connect(threads=1),
@@ -114,10 +114,8 @@ def test_half_life_is_a_parameter():
         users(["u1"]),
         consents([{"user_id": "u1", "granted_at": "2024-01-01"}]),
         {},
-        ts("2030-01-01"),
+        at("2030-01-01"),
     )
-    import pandas as pd
-
-    pairs = pd.DataFrame({"user_id": ["u1"], "cutoff": [ts("2024-07-01")]})
+    pairs = pd.DataFrame({"user_id": ["u1"], "cutoff": [at("2024-07-01")]})
     decayed = job.point_in_time(sources, pairs, half_life_days=15.0).user_merchant.um_decayed_spend
     assert decayed.iloc[0] == pytest.approx(8 * 2 ** (-30 / 15))
