@@ -16,6 +16,21 @@ app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
 
 
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tables to.")],
+    users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same data.")] = 0,
+) -> dict[str, int]:
+    """Write synthetic contract tables plus DIR/oracle.parquet (the true p_redeem); print counts."""
+    from offers.synth import write_synthetic
+
+    counts = write_synthetic(out, n_users=users, seed=seed)
+    for table, n in counts.items():
+        typer.echo(f"{table:<14}{n:>12,}")
+    return counts
+
+
 # ---------------------------------------------------------------- policy
 
 
