@@ -30,11 +30,15 @@ TOKENS_FILE_ENV = "OFFERS_API_TOKENS_FILE"  # one token per line
 ADMIN_TOKEN_ENV = "OFFERS_ADMIN_TOKEN"  # for POST /v1/reload
 DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users, consents, offers)
 MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
+REPLAY_ENV = "OFFERS_ALLOW_PAST_NOW"  # "1": accept a past `now` (replays, synthetic data)
 HOME_ENV = "OFFERS_HOME"  # as offers.settings reads it (serving may not import offers/)
 DEFAULT_HOME = ".offers"
 MAX_CANDIDATES = 1000
 MAX_ID_LENGTH = 200
 API_VERSION = "1"
+
+# Module level: FastAPI resolves the (string) annotations of endpoints in this module's globals.
+BEARER = HTTPBearer(auto_error=False)
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -129,16 +133,15 @@ def create_app(
         )
     admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
     scorer = (scorer_factory or scorer_from_env)()
-    bearer = HTTPBearer(auto_error=False)
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if creds is None:
             raise _AuthError("missing bearer token")
         if not _matches(creds.credentials, api_tokens):
             raise _AuthError("invalid bearer token")
 
     def administrator(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
         if creds is None:
             raise _AuthError("missing bearer token")
@@ -222,6 +225,7 @@ def scorer_from_env() -> Scorer:
         Path(data_dir),
         os.environ.get(MODEL_ALIAS_ENV, "champion"),
         channel=CHANNEL_API,
+        allow_past_now=os.environ.get(REPLAY_ENV, "") == "1",
     )
 
 

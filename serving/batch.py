@@ -81,6 +81,7 @@ def _score_part(
     data_dir: Path,
     audit_dir: Path,
     audit_sync: str,
+    allow_past_now: bool,
     user_ids: list[str],
     k: int,
     now: datetime,
@@ -88,7 +89,7 @@ def _score_part(
 ) -> tuple[dict[str, list], Counter]:
     """One worker's users, chunk by chunk; its own audit descriptor, the parent's state."""
     audit = AuditLog(audit_dir, sync=audit_sync)
-    scorer = Scorer(home, data_dir, audit=audit, state=state)
+    scorer = Scorer(home, data_dir, audit=audit, state=state, allow_past_now=allow_past_now)
     cols: dict[str, list] = {c: [] for c in OUTPUT_COLUMNS}
     counts: Counter = Counter()
     try:
@@ -118,6 +119,7 @@ def score_batch(
     model_loader: ModelLoader | None = None,
     chunk_users: int = CHUNK_USERS,
     audit_sync: str | None = None,
+    allow_past_now: bool = False,
 ) -> BatchReport:
     """Top k for every user (default: every user in the users and consents tables) to Parquet.
 
@@ -127,13 +129,15 @@ def score_batch(
     home, out = Path(home), Path(out)
     t0 = time.perf_counter()
     now = as_utc(now) if now is not None else datetime.now(UTC)
-    parent = Scorer(home, data_dir, model_alias, model_loader=model_loader)
+    parent = Scorer(
+        home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
+    )
     state = parent.state
     users = sorted(set(state.users) | set(state.consents)) if user_ids is None else list(user_ids)
     sync = audit_sync or parent.audit.sync
     n_parts = max(1, min(n_jobs, len(users)))
     parts = [p.tolist() for p in np.array_split(np.array(users, dtype=object), n_parts)]
-    args = (state, home, Path(data_dir), parent.audit.dir, sync)
+    args = (state, home, Path(data_dir), parent.audit.dir, sync, allow_past_now)
     if n_parts == 1:
         outputs = [_score_part(*args, users, k, now, chunk_users)]
     else:

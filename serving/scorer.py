@@ -18,8 +18,8 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -52,6 +52,11 @@ MAX_K = 100
 CHANNEL_API = "api"
 CHANNEL_BATCH = "batch"
 CHANNEL_IN_PROCESS = "in_process"
+# A request's `now` may lag the server clock by this much (client clocks drift). Further in the
+# past only in replay mode: a past decision time would otherwise undo a withdrawal.
+CLOCK_SKEW = timedelta(minutes=5)
+# Erasures in the register have happened; erasure is final, so it holds at any decision time.
+_ERASED_SINCE_ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
 _M_POP = FEATURE_COLUMNS.index(fd.MERCHANT_POPULARITY)
 _C_POP = FEATURE_COLUMNS.index(fd.MCC_POPULARITY)
 
@@ -268,7 +273,10 @@ def load_state(
         offer_index={oid: i for i, oid in enumerate(offers.offer_id.tolist())},
         sensitive=offers_frame[MCC].astype(str).isin(SENSITIVE_MCCS).to_numpy(),
         consents=consents_by_user(frames[CONSENTS]),
-        users=user_facts(frames[USERS], erased),
+        users={
+            u: replace(f, erased_at=_ERASED_SINCE_ALWAYS) if f.erased_at else f
+            for u, f in user_facts(frames[USERS], erased).items()
+        },
         policy_version=current_policy,
         loaded_at=datetime.now(UTC),
     )
@@ -301,6 +309,7 @@ class Scorer:
         explain: str = PATH,
         channel: str = CHANNEL_IN_PROCESS,
         state: ServingState | None = None,
+        allow_past_now: bool = False,
     ) -> None:
         if explain not in (PATH, SHAP):
             raise ValueError(f"explain={explain!r} is not {PATH!r} or {SHAP!r}")
@@ -310,6 +319,7 @@ class Scorer:
         self.model_loader = model_loader
         self.explain = explain
         self.channel = channel
+        self.allow_past_now = allow_past_now
         self.audit = audit if audit is not None else AuditLog(self.home / "audit")
         self._reload_lock = threading.Lock()
         # A given state (batch workers) skips loading: it was loaded once by the parent.
@@ -336,7 +346,8 @@ class Scorer:
         """Decide, then (on allow) rank; one audit record either way.
 
         Raises RequestError, before anything is decided, for a bad k, unknown or repeated
-        candidate ids, or a `now` before the snapshot's cutoff (features would see the future).
+        candidate ids, a `now` before the snapshot's cutoff (features would see the future), or
+        (outside replay mode) a `now` in the past.
         """
         state = self.state
         now = as_utc(now) if now is not None else datetime.now(UTC)
@@ -376,14 +387,18 @@ class Scorer:
         self.audit.append_many(r.audit_record(channel) for r in results)
         return results
 
-    @staticmethod
-    def _check_request(state: ServingState, k: int, now: datetime) -> None:
+    def _check_request(self, state: ServingState, k: int, now: datetime) -> None:
         if not 1 <= k <= MAX_K:
             raise RequestError(f"k must be between 1 and {MAX_K}, not {k}")
         if now < state.cutoff:
             raise RequestError(
                 f"now {now.isoformat()} is before the feature snapshot's cutoff "
                 f"{state.cutoff.isoformat()}: its features would come from the future"
+            )
+        if not self.allow_past_now and now < datetime.now(UTC) - CLOCK_SKEW:
+            raise RequestError(
+                f"now {now.isoformat()} is in the past: a past decision time could undo a "
+                "withdrawal, so it is accepted only in replay mode (allow_past_now)"
             )
 
     @staticmethod
