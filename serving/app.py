@@ -10,7 +10,8 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer
+from serving.scorer import CHANNEL_API, MAX_K, ErasureWatcher, RequestError, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ ADMIN_TOKEN_ENV = "OFFERS_ADMIN_TOKEN"  # for POST /v1/reload
 DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users, consents, offers)
 MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
 REPLAY_ENV = "OFFERS_ALLOW_PAST_NOW"  # "1": accept a past `now` (replays, synthetic data)
+WATCH_ENV = "OFFERS_WATCH_ERASURES_S"  # seconds between looks at the erasure register; 0: off
+DEFAULT_WATCH_S = 2.0
 HOME_ENV = "OFFERS_HOME"  # as offers.settings reads it (serving may not import offers/)
 DEFAULT_HOME = ".offers"
 MAX_CANDIDATES = 1000
@@ -123,8 +126,13 @@ def create_app(
     *,
     tokens: Sequence[str] | None = None,
     admin_token: str | None = None,
+    watch_erasures_s: float | None = None,
 ) -> FastAPI:
-    """The app around one Scorer; tokens default to the environment, and none means no start."""
+    """The app around one Scorer; tokens default to the environment, and none means no start.
+
+    While the app runs (its lifespan), an ErasureWatcher reloads the Scorer within
+    `watch_erasures_s` seconds of an erasure, in every worker process.
+    """
     api_tokens = list(tokens) if tokens is not None else read_tokens()
     if not api_tokens:
         raise RuntimeError(
@@ -148,7 +156,24 @@ def create_app(
         if not admin or not _matches(creds.credentials, [admin]):
             raise _AuthError(f"invalid admin token (set {ADMIN_TOKEN_ENV} to enable reloads)")
 
+    watch_s = (
+        watch_erasures_s
+        if watch_erasures_s is not None
+        else float(os.environ.get(WATCH_ENV, DEFAULT_WATCH_S))
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher = ErasureWatcher(scorer, watch_s).start() if watch_s > 0 else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            scorer.audit.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="offers",
         version=API_VERSION,
         description="Consent-first offer ranking: a policy decision first, then the user's own "

@@ -29,7 +29,7 @@ import pandas as pd
 
 from features import definitions as fd
 from features.contract import CONSENTS, MCC, OFFERS, USERS
-from features.erasures import read_erasures
+from features.erasures import REGISTER, read_erasures
 from features.job import load_snapshot
 from features.policy_frames import consents_by_user, user_facts
 from features.validate import load_tables
@@ -192,6 +192,7 @@ class ServingState:
     users: dict[str, UserFacts]
     policy_version: str
     loaded_at: datetime
+    register_signature: tuple[int, int] | None = None  # the erasure register as read
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -255,6 +256,7 @@ def load_state(
         )
     cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
     frames = _load_tables(Path(data_dir))
+    signature = register_signature(home / "erasures" / REGISTER)  # before reading: never stale
     erased = read_erasures(home / "erasures")
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
@@ -279,7 +281,17 @@ def load_state(
         },
         policy_version=current_policy,
         loaded_at=datetime.now(UTC),
+        register_signature=signature,
     )
+
+
+def register_signature(path: Path) -> tuple[int, int] | None:
+    """(mtime, size) of the erasure register; it only ever grows."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def _ns(t: datetime) -> int:
@@ -332,6 +344,10 @@ class Scorer:
             self.state = state
         log.info("scorer reloaded: %s", state.describe())
         return state
+
+    def erasure_register(self) -> Path:
+        """Where features.erasures keeps the register (OFFERS_HOME/erasures)."""
+        return self.home / "erasures" / REGISTER
 
     # ------------------------------------------------------------------ requests
 
@@ -529,3 +545,48 @@ class Scorer:
                 )
             out.append(ranked)
         return out
+
+
+class ErasureWatcher:
+    """Reloads a Scorer when the erasure register changes, from a background thread.
+
+    Why: `POST /v1/reload` reaches one worker of `offers serve --workers N`; an erasure must
+    reach them all, and soon. The watcher stats one small file every `interval_s` seconds (never
+    on the request path) and runs the same full reload, which also drops the user's in-memory
+    feature rows. A failed reload is logged and retried at the next change or tick.
+    """
+
+    def __init__(self, scorer: Scorer, interval_s: float) -> None:
+        self.scorer = scorer
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._failed: tuple[int, int] | None = None
+        self._thread = threading.Thread(target=self._run, name="erasure-watcher", daemon=True)
+
+    def check(self) -> bool:
+        """Reload when the register differs from what the state read; True when it did."""
+        now = register_signature(self.scorer.erasure_register())
+        if now == self.scorer.state.register_signature:
+            return False
+        try:
+            self.scorer.reload()
+        except (LookupError, OSError, ValueError, RuntimeError):
+            if now != self._failed:  # log once per change, retry every tick
+                log.exception(
+                    "reload after an erasure failed; retrying every %.1f s", self.interval_s
+                )
+            self._failed = now
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.check()
+
+    def start(self) -> ErasureWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

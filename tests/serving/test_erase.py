@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -12,6 +14,7 @@ from features.erasures import read_erasures
 from serving.app import create_app
 from serving.audit import AuditLog
 from serving.erase import erase
+from serving.scorer import ErasureWatcher
 
 TOKEN, ADMIN = "erase-api-token", "erase-admin-token"
 
@@ -119,3 +122,32 @@ def test_cli_prints_a_receipt(world: World, monkeypatch: pytest.MonkeyPatch, cap
 def test_an_empty_user_id_is_refused(world: World) -> None:
     with pytest.raises(ValueError, match="empty"):
         erase(world.home, world.data, "")
+
+
+def test_a_running_app_denies_within_seconds_without_a_reload(world: World) -> None:
+    """The watcher (one per worker process) reloads on its own when the register changes."""
+    app = create_app(world.scorer, tokens=[TOKEN], admin_token=ADMIN, watch_erasures_s=0.05)
+    with TestClient(app) as client:  # runs the lifespan, which starts the watcher
+        assert _rank(client, "u_ok")["status"] == 200
+        erase(world.home, world.data, "u_ok")
+        deadline = time.monotonic() + 10
+        while _rank(client, "u_ok")["status"] == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        denied = _rank(client, "u_ok")
+        assert (denied["status"], denied["reason_code"]) == (403, "CONSENT_REVOKED")
+
+
+def test_the_watcher_keeps_serving_when_a_reload_fails(world: World) -> None:
+    scorer = world.scorer()
+    watcher = ErasureWatcher(scorer, interval_s=60)
+    assert watcher.check() is False  # nothing changed
+    old = scorer.state
+    scorer.model_alias = "gone"  # the next reload fails
+    erase(world.home, world.data, "u_cold")
+    assert watcher.check() is False and scorer.state is old
+    scorer.model_alias = "champion"
+    assert watcher.check() is True
+    assert (
+        scorer.rank("u_cold", "offer_ranking", now=pd.Timestamp(NOW)).reason_code
+        == "CONSENT_REVOKED"
+    )
