@@ -17,6 +17,21 @@ app.add_typer(audit_app, name="audit")
 
 
 @app.command()
+def validate(data_dir: Path, quarantine: Path | None = None) -> None:
+    """Check DATA_DIR against the data contract; strict by default (exit 2 on any violation).
+
+    With --quarantine QDIR, rejected rows go to QDIR/<table>.parquet with their reasons and the
+    good rows continue (exit 0); missing, empty or unreadable files still exit 2.
+    """
+    from features.validate import validate_dir
+
+    report = validate_dir(data_dir, quarantine)
+    typer.echo(report.format())
+    if report.failed:
+        raise typer.Exit(code=2)
+
+
+@app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the tables to.")],
     users: Annotated[int, typer.Option("--users", min=1, help="Number of users.")] = 1000,
