@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -721,6 +721,9 @@ def _check_refs(
     notes: list[str],
 ) -> None:
     """Children rows must name a parent row that exists and was itself kept."""
+    children = tuple(name for name in children if name in tables)
+    if parent not in tables or not children:
+        return  # a subset load (e.g. users and consents only) checks what it reads
     p = tables[parent]
     if not p.usable or key not in p.raw.columns:
         notes.append(f"{key} references not checked: {parent} is unusable")
@@ -830,12 +833,18 @@ def _frame(t: _Table, keep: np.ndarray) -> pd.DataFrame:
 
 
 def _run(
-    data_dir: str | Path, quarantine_dir: str | Path | None, frames: bool
+    data_dir: str | Path,
+    quarantine_dir: str | Path | None,
+    frames: bool,
+    names: Sequence[str] = TABLES,
 ) -> tuple[ValidationReport, dict[str, pd.DataFrame]]:
     data_dir = Path(data_dir)
     qdir = None if quarantine_dir is None else Path(quarantine_dir)
     report = ValidationReport(data_dir, qdir)
-    tables = {name: _read(data_dir, name) for name in TABLES}
+    unknown = set(names) - set(TABLES)
+    if unknown:
+        raise ValueError(f"unknown tables {sorted(unknown)}; the contract has {list(TABLES)}")
+    tables = {name: _read(data_dir, name) for name in TABLES if name in names}
     for t in tables.values():
         if t.raw is not None and not t.raw.empty:
             _check_rows(t, report.notes)
@@ -894,13 +903,17 @@ def validate_dir(
 
 
 def load_tables(
-    data_dir: str | Path, quarantine_dir: str | Path | None = None
+    data_dir: str | Path,
+    quarantine_dir: str | Path | None = None,
+    tables: Sequence[str] = TABLES,
 ) -> dict[str, pd.DataFrame]:
     """Validate, then return the kept rows of each table as typed frames (module docstring).
 
+    `tables` loads a subset (the feature job reads users and consents here and scans
+    transactions in the engine); references are checked among the tables read.
     Raises ContractError (message: the formatted report) when the validation fails.
     """
-    report, frames = _run(data_dir, quarantine_dir, frames=True)
+    report, frames = _run(data_dir, quarantine_dir, frames=True, names=tables)
     if report.failed:
         raise ContractError(report)
     return frames
