@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from offers.settings import load_settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 policy_app = typer.Typer(no_args_is_help=True, help="Inspect the policy.")
@@ -14,6 +21,7 @@ audit_app = typer.Typer(no_args_is_help=True, help="Read the audit log.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
+console = Console()
 
 
 @app.command()
@@ -44,6 +52,76 @@ def synth(
     for table, n in counts.items():
         typer.echo(f"{table:<14}{n:>12,}")
     return counts
+
+
+# ---------------------------------------------------------------- features
+
+
+def _parse_instant(text: str | None, what: str) -> datetime | None:
+    """ISO 8601; naive means UTC."""
+    if text is None:
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{what}: {text!r} is not an ISO 8601 instant ({exc})") from exc
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+
+
+@features_app.command("build")
+def features_build(
+    data: Path = typer.Option(..., help="Folder with the contract tables."),
+    as_of: str | None = typer.Option(None, help="Cutoff (ISO 8601, naive = UTC); default now."),
+    half_life_days: float = typer.Option(30.0, help="Half-life of the decayed spend, days."),
+    engine: str = typer.Option("duckdb", help="duckdb (default) or spark."),
+) -> dict:
+    """Build a consent-filtered snapshot as of one cutoff and publish it atomically."""
+    from features.job import build_snapshot
+
+    settings = load_settings()
+    manifest = build_snapshot(
+        data,
+        settings.features_dir,
+        as_of=_parse_instant(as_of, "--as-of"),
+        erasures_dir=settings.erasures_dir,
+        half_life_days=half_life_days,
+        engine=engine,
+    )
+    console.print(f"published snapshot [bold]{manifest['snapshot_id']}[/bold] (cutoff {manifest['cutoff']})")
+    table = Table("rule", "transactions excluded")
+    for rule, n in manifest["exclusions_by_rule"].items():
+        table.add_row(rule, f"{n:,}")
+    table.add_row("[bold]used[/bold]", f"{manifest['transactions_used']:,} of {manifest['transactions_read']:,}")
+    console.print(table)
+    console.print({k: f"{v:,}" for k, v in manifest["row_counts"].items()})
+    return manifest
+
+
+@features_app.command("list")
+def features_list() -> list[dict]:
+    """Snapshots under OFFERS_HOME, the published one marked."""
+    from features.job import CURRENT, list_snapshots
+
+    settings = load_settings()
+    snapshots = list_snapshots(settings.features_dir)
+    pointer = settings.features_dir / CURRENT
+    current = pointer.read_text().strip() if pointer.exists() else None
+    table = Table("", "snapshot", "cutoff", "built_at", "users", "policy_version")
+    for m in snapshots:
+        mark = "*" if m["snapshot_id"] == current else ""
+        table.add_row(mark, m["snapshot_id"], m["cutoff"], m["built_at"], str(m["row_counts"]["user"]), m["policy_version"])
+    console.print(table if snapshots else f"no snapshots in {settings.features_dir}")
+    return snapshots
+
+
+@features_app.command("show")
+def features_show(snapshot_id: str = typer.Argument(None, help="Default: the published one.")) -> dict:
+    """The manifest of one snapshot: cutoff, digests, exclusions by rule, features."""
+    from features.job import read_manifest
+
+    manifest = read_manifest(load_settings().features_dir, snapshot_id)
+    console.print_json(json.dumps(manifest))
+    return manifest
 
 
 # ---------------------------------------------------------------- policy
@@ -109,6 +187,119 @@ def explain(
         typer.echo(f"{key + ':':<16}{value}")
     if not d.allowed:
         raise typer.Exit(code=1)
+
+
+# ---------------------------------------------------------------- serving
+
+
+@app.command()
+def serve(
+    data: Path = typer.Option(..., envvar="OFFERS_DATA_DIR", help="Folder with users, consents and offers."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Worker processes; each loads its own Booster."),
+    alias: str = typer.Option("champion", help="Registry alias to serve."),
+    access_log: bool = typer.Option(False, help="Log every request line."),
+    allow_past_now: bool = typer.Option(False, help="Replay mode: accept a past `now` (synthetic data)."),
+) -> None:
+    """Serve POST /v1/rank (FastAPI on uvicorn); tokens from OFFERS_API_TOKENS(_FILE)."""
+    import os
+
+    import uvicorn
+
+    from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
+
+    if not read_tokens():
+        typer.echo("refusing to start: set OFFERS_API_TOKENS or OFFERS_API_TOKENS_FILE", err=True)
+        raise typer.Exit(code=2)
+    # Workers are fresh processes: they find everything in the environment.
+    os.environ[HOME_ENV] = str(load_settings().home)
+    os.environ[DATA_DIR_ENV] = str(data.resolve())
+    os.environ[MODEL_ALIAS_ENV] = alias
+    os.environ[REPLAY_ENV] = "1" if allow_past_now else "0"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    uvicorn.run(
+        "serving.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )
+
+
+@app.command("score-batch")
+def score_batch_cmd(
+    out: Path = typer.Option(..., help="Parquet file to write."),
+    data: Path = typer.Option(..., envvar="OFFERS_DATA_DIR", help="Folder with the contract tables."),
+    k: int = typer.Option(10, min=1, max=100, help="Offers per user."),
+    jobs: int = typer.Option(2, min=1, help="Worker processes (one LightGBM thread each)."),
+    now: str | None = typer.Option(None, help="Decision time (ISO 8601, naive = UTC); default now."),
+    alias: str = typer.Option("champion", help="Registry alias to score with."),
+    allow_past_now: bool = typer.Option(False, help="Replay mode: accept a past --now."),
+):
+    """Top k for every user, with the same policy decision and one audit record per user."""
+    from serving.batch import score_batch
+
+    report = score_batch(
+        load_settings().home,
+        data,
+        out,
+        k,
+        n_jobs=jobs,
+        now=_parse_instant(now, "--now"),
+        model_alias=alias,
+        allow_past_now=allow_past_now,
+    )
+    console.print(
+        f"{report.users:,} users in {report.seconds:.2f} s: [bold]{report.users_per_s:,.0f} users/s[/bold] "
+        f"({report.n_jobs} processes, {report.model}, snapshot {report.snapshot_id})"
+    )
+    console.print(
+        f"allowed {report.allowed:,} (cold start {report.cold_start:,}); denied {report.denied_by_reason}; "
+        f"{report.rows:,} rows -> {report.out}"
+    )
+    return report
+
+
+@app.command("erase")
+def erase_cmd(
+    user: str = typer.Option(..., "--user", help="User id, as in the tables."),
+    data: Path | None = typer.Option(None, envvar="OFFERS_DATA_DIR", help="Source tables (left untouched)."),
+) -> dict:
+    """Erase a user's rows from every store under OFFERS_HOME; print the receipt."""
+    from serving.erase import erase
+
+    receipt = erase(load_settings().home, data, user)
+    console.print(f"erased [bold]{receipt.user_id}[/bold] at {receipt.erased_at.isoformat()} (tombstone {receipt.tombstone_id})")
+    table = Table("store", "location", "rows removed", "note")
+    for s in receipt.stores:
+        table.add_row(s.store, s.location, "-" if s.rows_removed is None else f"{s.rows_removed:,}", s.note)
+    table.add_row("[bold]total[/bold]", "", f"{receipt.rows_removed:,}", "")
+    console.print(table)
+    return receipt.to_dict()
+
+
+@audit_app.command("tail")
+def audit_tail(n: int = typer.Option(20, "-n", "--lines", min=1, help="Records to show.")) -> list[dict]:
+    """The last N audit records (decisions and data-subject events), oldest first, as JSON lines."""
+    from serving.audit import AuditLog
+
+    records = AuditLog(load_settings().audit_dir).tail(n)
+    for record in records:
+        typer.echo(json.dumps(record, sort_keys=True))
+    return records
+
+
+@app.command()
+def demo(
+    users: int = typer.Option(10_000, help="Synthetic customers."),
+    seed: int = typer.Option(7, help="Seed for data and models."),
+) -> dict:
+    """The whole system end to end on synthetic data under OFFERS_HOME."""
+    from offers.demo import run_demo
+
+    return run_demo(load_settings().home, users=users, seed=seed)
 
 
 def main() -> None:
