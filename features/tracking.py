@@ -1,0 +1,416 @@
+"""The one module that talks to MLflow: tracking runs, the model registry and its aliases.
+
+Why on the features floor: training logs and registers models, serving loads them, and
+neither may import the other (DESIGN.md floors), so the shared MLflow code sits below both.
+
+Where: the tracking URI is resolved at call time, never at import: `MLFLOW_TRACKING_URI` when
+set (a server, say), else `sqlite:///<OFFERS_HOME>/mlflow.db` with run and model artifacts
+under `<OFFERS_HOME>/mlartifacts`. The registry uses the same URI.
+
+What MLflow may hold: params, metrics, tags, dataset digests, plots, markdown and the native
+LightGBM Booster with a *synthetic* input example. Never a customer row or a user id: MLflow
+then has nothing to erase (spec/policy.md "Erasure"), and tests/training check it.
+
+Registry conventions: model `offer-ranker`; every new version gets the alias `challenger`;
+`offers promote` moves `champion`. Aliases only, never the deprecated stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # heavy imports happen inside the functions that need them
+    import lightgbm
+    import pandas as pd
+    from mlflow import MlflowClient
+
+MODEL_NAME = "offer-ranker"
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+EXPERIMENT = "offer-ranking"
+MODEL_ARTIFACT = "model"  # name of the logged model inside a run
+FEATURE_COLUMNS_ARTIFACT = "feature_columns.json"
+
+# Tags on model versions (and runs) that serving and the promotion gate read.
+TAG_POLICY_VERSION = "policy_version"
+TAG_SNAPSHOT_ID = "feature_snapshot_id"
+TAG_GIT_SHA = "git_sha"
+TAG_PROMOTION = "promotion_decision"
+TAG_PROMOTION_DETAIL = "promotion_detail"
+META_FEATURE_COLUMNS = "feature_columns"  # key in the logged model's metadata
+
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_HOME = "OFFERS_HOME"
+DEFAULT_HOME = ".offers"
+
+
+@dataclass(frozen=True)
+class RegisteredRanker:
+    """A registered ranking model as serving needs it: the native Booster plus its lineage."""
+
+    booster: lightgbm.Booster
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    feature_columns: list[str]
+    snapshot_id: str | None  # feature rows it was trained on (point-in-time pairs id, "pit-...")
+    policy_version: str
+
+
+# ------------------------------------------------------------------------------- where
+
+
+def _home(home: str | os.PathLike[str] | None) -> Path:
+    chosen = home if home is not None else os.environ.get(ENV_HOME, DEFAULT_HOME)
+    return Path(chosen).expanduser().resolve()
+
+
+def tracking_uri(home: str | os.PathLike[str] | None = None) -> str:
+    """MLFLOW_TRACKING_URI when set, else the SQLite store under OFFERS_HOME."""
+    uri = os.environ.get(ENV_TRACKING_URI)
+    if uri:
+        return uri
+    return f"sqlite:///{_home(home) / 'mlflow.db'}"
+
+
+def uses_local_store(home: str | os.PathLike[str] | None = None) -> bool:
+    return not os.environ.get(ENV_TRACKING_URI)
+
+
+def artifact_root(home: str | os.PathLike[str] | None = None) -> Path:
+    """Where run and model artifacts live with the default local store."""
+    return _home(home) / "mlartifacts"
+
+
+def _configure(home: str | os.PathLike[str] | None) -> str:
+    """Point the fluent API and the registry at the resolved URI (every call: env may change)."""
+    import mlflow
+
+    uri = tracking_uri(home)
+    if uses_local_store(home):
+        _home(home).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def client(home: str | os.PathLike[str] | None = None) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    uri = _configure(home)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def model_uri(alias: str = CHAMPION, name: str = MODEL_NAME) -> str:
+    return f"models:/{name}@{alias}"
+
+
+def ensure_experiment(home: str | os.PathLike[str] | None, name: str = EXPERIMENT) -> str:
+    """The experiment's id, created on first use (artifacts under OFFERS_HOME when local)."""
+    c = client(home)
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uses_local_store(home):
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
+        location = (artifact_root(home) / slug).as_uri()
+    return c.create_experiment(name, artifact_location=location)
+
+
+# ------------------------------------------------------------------------------- runs
+
+
+class TrackedRun:
+    """Logging for one run; every value is a parameter, metric, tag, digest or artifact."""
+
+    def __init__(self, home: str | os.PathLike[str] | None, run_id: str) -> None:
+        self.home = home
+        self.run_id = run_id
+        self._client = client(home)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), _text(v, 6000)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Finite values only (NaN means "undefined here", e.g. an empty segment: not logged)."""
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(sanitize_metric_name(k), float(v), now, step or 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        for i in range(0, len(items), 500):
+            self._client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def log_metric_history(self, name: str, values: Sequence[float], first_step: int = 1) -> None:
+        """One metric over iterations (step = iteration), e.g. validation NDCG per round."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        key = sanitize_metric_name(name)
+        items = [Metric(key, float(v), now, first_step + i) for i, v in enumerate(values)]
+        for i in range(0, len(items), 500):
+            self._client.log_batch(self.run_id, metrics=items[i : i + 500])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), _text(v, 5000)) for k, v in tags.items() if v is not None]
+        self._client.log_batch(self.run_id, tags=items)
+
+    def log_dataset(
+        self, name: str, context: str, digest: str, summary: Mapping[str, float], source: str
+    ) -> None:
+        """A dataset by digest and summary counts only: MLflow never receives its rows."""
+        import mlflow
+        import pandas as pd
+
+        frame = pd.DataFrame({k: [float(v)] for k, v in summary.items()})
+        with warnings.catch_warnings():  # a local path matches two equivalent source types
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways.*")
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+        with _active(self):
+            mlflow.log_input(dataset, context=context)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, value: Any, artifact_file: str) -> None:
+        self._client.log_dict(self.run_id, value, artifact_file)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self._client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_ranker(
+        self,
+        booster: lightgbm.Booster,
+        feature_columns: Sequence[str],
+        input_example: pd.DataFrame,
+    ) -> str:
+        """The native Booster with signature, synthetic example and its feature columns."""
+        import lightgbm as lgb
+        import mlflow
+        from mlflow.models import infer_signature
+
+        columns = [str(c) for c in feature_columns]
+        if list(input_example.columns) != columns:
+            raise ValueError("input example columns differ from the model's feature columns")
+        signature = infer_signature(input_example, booster.predict(input_example.to_numpy()))
+        self.log_dict({"feature_columns": columns}, FEATURE_COLUMNS_ARTIFACT)
+        with _active(self):
+            info = mlflow.lightgbm.log_model(
+                booster,
+                name=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=input_example,
+                metadata={META_FEATURE_COLUMNS: columns},
+                # Explicit requirements: inference would import the model in a subprocess.
+                pip_requirements=[f"lightgbm=={lgb.__version__}"],
+            )
+        return info.model_uri
+
+
+@contextmanager
+def _active(run: TrackedRun) -> Iterator[None]:
+    """Make `run` the fluent API's active run for the calls that need one."""
+    import mlflow
+
+    _configure(run.home)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run.run_id:
+        yield
+        return
+    with mlflow.start_run(run_id=run.run_id):
+        yield
+
+
+@contextmanager
+def start_run(
+    home: str | os.PathLike[str] | None,
+    experiment: str = EXPERIMENT,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> Iterator[TrackedRun]:
+    """A run in `experiment` (created on first use), ended FAILED if the body raises."""
+    import mlflow
+
+    experiment_id = ensure_experiment(home, experiment)
+    _configure(home)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})):
+        yield TrackedRun(home, mlflow.active_run().info.run_id)
+
+
+def sanitize_metric_name(name: str) -> str:
+    """MLflow rejects '@' and friends: `ndcg@10` -> `ndcg_at_10`."""
+    name = name.replace("@", "_at_")
+    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", name)
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------- registry
+
+
+def register_version(
+    home: str | os.PathLike[str] | None,
+    logged_model_uri: str,
+    run_id: str,
+    tags: Mapping[str, str],
+    alias: str = CHALLENGER,
+    name: str = MODEL_NAME,
+) -> str:
+    """Register a logged model as a new version, tag it and point `alias` at it."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(home)
+    try:
+        c.get_registered_model(name)
+    except MlflowException as exc:
+        if not _is_not_found(exc):
+            raise
+        c.create_registered_model(name)
+    version = c.create_model_version(name, logged_model_uri, run_id=run_id, tags=dict(tags))
+    c.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def set_alias(
+    home: str | os.PathLike[str] | None, alias: str, version: str, name: str = MODEL_NAME
+) -> None:
+    client(home).set_registered_model_alias(name, alias, str(version))
+
+
+def tag_version(
+    home: str | os.PathLike[str] | None,
+    version: str,
+    tags: Mapping[str, str],
+    name: str = MODEL_NAME,
+) -> None:
+    c = client(home)
+    for key, value in tags.items():
+        c.set_model_version_tag(name, str(version), key, _text(value, 5000))
+
+
+def alias_version(
+    home: str | os.PathLike[str] | None, alias: str, name: str = MODEL_NAME
+) -> str | None:
+    """The version an alias points at, or None when the alias (or the model) does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(home).get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+
+
+def version_info(
+    home: str | os.PathLike[str] | None, version: str, name: str = MODEL_NAME
+) -> dict[str, Any]:
+    """A version's tags, aliases and run (with the run's params and tags), as plain data."""
+    c = client(home)
+    mv = c.get_model_version(name, str(version))
+    run = c.get_run(mv.run_id) if mv.run_id else None
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "aliases": list(mv.aliases),
+        "tags": dict(mv.tags),
+        "run_id": mv.run_id,
+        "run_params": dict(run.data.params) if run else {},
+        "run_tags": dict(run.data.tags) if run else {},
+        "run_metrics": dict(run.data.metrics) if run else {},
+    }
+
+
+def _is_not_found(exc: Exception) -> bool:
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()
+
+
+def load_registered_model(home: Path, alias: str = CHAMPION) -> RegisteredRanker:
+    """The version behind `models:/offer-ranker@<alias>` with its Booster and lineage.
+
+    Raises LookupError naming the alias when nothing carries it (e.g. no champion yet).
+    """
+    from mlflow.exceptions import MlflowException
+
+    c = client(home)
+    try:
+        mv = c.get_model_version_by_alias(MODEL_NAME, alias)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise LookupError(
+                f"no model version of {MODEL_NAME!r} has the alias {alias!r} "
+                f"(tracking URI {tracking_uri(home)}); train one and run `offers promote`"
+            ) from exc
+        raise
+    return _load_version(home, mv, alias)
+
+
+def load_model_uri(home: Path, uri: str) -> RegisteredRanker:
+    """Any `models:/offer-ranker@alias` or `models:/offer-ranker/<version>` URI."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+    if not match:
+        raise ValueError(f"{uri!r} is not models:/<name>@<alias> or models:/<name>/<version>")
+    name, alias, version = match.groups()
+    if name != MODEL_NAME:
+        raise ValueError(f"{uri!r}: only {MODEL_NAME!r} is served here")
+    if alias:
+        return load_registered_model(home, alias)
+    from mlflow.exceptions import MlflowException
+
+    c = client(home)
+    try:
+        mv = c.get_model_version(MODEL_NAME, version)
+    except MlflowException as exc:
+        if _is_not_found(exc):
+            raise LookupError(f"{MODEL_NAME!r} has no version {version}") from exc
+        raise
+    return _load_version(home, mv, "")
+
+
+def _load_version(home: Path, mv: Any, alias: str) -> RegisteredRanker:
+    import mlflow
+
+    _configure(home)
+    uri = f"models:/{MODEL_NAME}/{mv.version}"
+    booster = mlflow.lightgbm.load_model(uri)
+    info = mlflow.models.get_model_info(uri)
+    columns = list((info.metadata or {}).get(META_FEATURE_COLUMNS) or booster.feature_name())
+    tags = dict(mv.tags)
+    return RegisteredRanker(
+        booster=booster,
+        name=MODEL_NAME,
+        version=str(mv.version),
+        alias=alias,
+        run_id=str(mv.run_id or ""),
+        feature_columns=[str(c) for c in columns],
+        snapshot_id=tags.get(TAG_SNAPSHOT_ID) or None,
+        policy_version=tags.get(TAG_POLICY_VERSION, ""),
+    )
