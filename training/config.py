@@ -1,0 +1,110 @@
+"""Every training knob in one dataclass, so a run's params are the whole story of how it was made.
+
+Load from JSON or TOML (`TrainConfig.from_file`); unknown keys are an error, never ignored, so a
+typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+DEFAULT_EXPERIMENT = "offer-ranking"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data windows (by shown_at; counted back from the last kept exposure) ---
+    test_days: int = 56  # length of the test window, ending just after the last exposure
+    valid_days: int = 56  # length of the validation window, right before the test window
+    train_days: int | None = None  # length of the train window; None: everything before validation
+    train_end: str | None = None  # explicit ISO instant ending the train window (overrides days)
+    valid_end: str | None = None  # explicit ISO instant ending the validation window
+    test_end: str | None = None  # explicit ISO instant ending the test window (exclusive)
+    censor_validation: bool = True  # validation labels after the validation end count as unknown
+    new_user_days: int = 30  # users with less history than this at shown_at form the "new" segment
+    half_life_days: float = 30.0  # half-life of the decayed-spend features (feature engine)
+
+    # --- LightGBM LambdaRank ---
+    n_estimators: int = 1000  # maximum boosting rounds (early stopping usually ends sooner)
+    learning_rate: float = 0.05  # shrinkage per round
+    num_leaves: int = 15  # leaves per tree (labels are noisy: small trees generalise better)
+    min_child_samples: int = 100  # minimum rows in a leaf
+    feature_fraction: float = 0.8  # share of features sampled per tree
+    bagging_fraction: float = 0.8  # share of rows sampled per bagging round
+    bagging_freq: int = 1  # bag every this many rounds (0: no bagging)
+    lambda_l2: float = 1.0  # L2 regularisation of leaf values
+    eval_at: tuple[int, ...] = (10, 5)  # NDCG cut-offs; the first one drives early stopping
+    label_gain: tuple[float, ...] = (0.0, 1.0)  # gain per label value (binary: redeemed or not)
+    truncation_level: int | None = None  # lambdarank_truncation_level; None: max(eval_at) + 3
+    early_stopping_rounds: int = 100  # stop when validation NDCG@k has not improved this long
+    position_debias: bool = False  # learn position bias from logged positions (LightGBM >= 4.1)
+    seed: int = 0  # one seed for LightGBM, baselines and tie-breaking: same seed, same model
+    num_threads: int = 2  # LightGBM threads (this machine has 2 cores)
+
+    # --- baselines ---
+    popularity_prior: float = 20.0  # pseudo-exposures at the global rate smoothing each merchant
+    logistic_c: float = 1.0  # inverse regularisation of the logistic-regression baseline
+    logistic_max_iter: int = 300  # iterations of the logistic-regression solver
+    logistic_max_rows: int = 300_000  # fit the logistic baseline on a seeded sample this large
+
+    # --- promotion gate and tracking ---
+    promote_tolerance: float = 0.005  # challenger may trail the champion's NDCG@10 by this much
+    experiment: str = DEFAULT_EXPERIMENT  # MLflow experiment name
+
+    def __post_init__(self) -> None:
+        if any(k < 1 for k in self.eval_at) or not self.eval_at:
+            raise ValueError(f"eval_at must be positive cut-offs, got {self.eval_at}")
+        if min(self.test_days, self.valid_days) < 1:
+            raise ValueError("test_days and valid_days must be at least 1")
+        if self.train_days is not None and self.train_days < 1:
+            raise ValueError("train_days must be at least 1 (or None)")
+
+    @property
+    def stopping_k(self) -> int:
+        return self.eval_at[0]
+
+    @property
+    def resolved_truncation_level(self) -> int:
+        return self.truncation_level or max(self.eval_at) + 3
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
+        tuples = {k: tuple(v) for k, v in values.items() if k in ("eval_at", "label_gain")}
+        return cls(**{**values, **tuples})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        """JSON (.json) or TOML (.toml); a TOML file may keep the keys under [train]."""
+        path = Path(path)
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".toml":
+            values = tomllib.loads(text)
+            values = values.get("train", values)
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ValueError(f"{path}: config must be .json or .toml")
+        return cls.from_dict(values)
+
+    def with_overrides(self, **changes: Any) -> TrainConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def as_params(self) -> dict[str, str]:
+        """Flat strings for MLflow params, with the derived values resolved."""
+        params = {k: _param(v) for k, v in asdict(self).items()}
+        params["truncation_level"] = str(self.resolved_truncation_level)
+        return params
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(str(v) for v in value)
+    return "" if value is None else str(value)

@@ -1,0 +1,561 @@
+"""Train, promote, predict: plain functions, read top to bottom, that the CLI and tests call.
+
+- `train`: lawful slates -> LambdaRank with early stopping -> the same test slates scored by
+  the model and every baseline -> one MLflow run (params, metrics, digests, plots, card, the
+  native Booster) -> a new registered version carrying the alias `challenger`.
+- `promote`: challenger and champion scored on the same, latest test window; `champion` moves
+  only if the challenger is not worse than the champion by more than the tolerance.
+- `predict`: point-in-time scores for given (user_id, offer_id, shown_at) rows, policy first.
+
+Models reach this module only through `features.tracking` (the registry).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features import tracking
+from features.contract import MCC, OFFER_ID, SHOWN_AT, USER_ID
+from features.job import open_sources
+from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, OfferArrays
+from policy import policy_version
+from training import report
+from training.baselines import fit_baselines
+from training.config import TrainConfig
+from training.dataset import (
+    KEPT,
+    SPLITS,
+    TEST,
+    TRAIN,
+    VALID,
+    Step,
+    TrainingData,
+    Windows,
+    build_dataset,
+    feature_matrix,
+    load_inputs,
+    policy_reasons,
+    read_erasures_if_any,
+)
+from training.metrics import evaluate
+from training.model import VALIDATION, LambdaRankModel
+
+REASON_UNKNOWN_OFFER = "UNKNOWN_OFFER"
+TAG_DATA_DIR = "data_dir"
+PROMOTION_METRIC = "ndcg_at_10"
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+# ------------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment: str
+    version: str
+    model_uri: str  # models:/offer-ranker/<version>
+    metrics: pd.DataFrame  # rows: model and baselines; columns: test metrics
+    windows: Windows
+    exclusions: dict[str, int]
+    best_iteration: int
+    booster: lgb.Booster
+    gap_closed: float | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def model_for(config: TrainConfig, max_slate_size: int) -> LambdaRankModel:
+    """The estimator for a config; NDCG cut-offs beyond the largest slate are dropped."""
+    eval_at = tuple(k for k in config.eval_at if k <= max_slate_size) or (max(1, max_slate_size),)
+    return LambdaRankModel(
+        n_estimators=config.n_estimators,
+        learning_rate=config.learning_rate,
+        num_leaves=config.num_leaves,
+        min_child_samples=config.min_child_samples,
+        feature_fraction=config.feature_fraction,
+        bagging_fraction=config.bagging_fraction,
+        bagging_freq=config.bagging_freq,
+        lambda_l2=config.lambda_l2,
+        eval_at=eval_at,
+        label_gain=config.label_gain,
+        truncation_level=config.truncation_level,
+        early_stopping_rounds=config.early_stopping_rounds,
+        seed=config.seed,
+        num_threads=config.num_threads,
+    )
+
+
+def fit_ranker(data: TrainingData, config: TrainConfig) -> LambdaRankModel:
+    """LambdaRank on the informative train slates, early-stopped on validation NDCG@k."""
+    train = data.splits[TRAIN].informative()
+    valid = data.splits[VALID].informative()
+    if train.n_slates == 0:
+        raise ValueError("no train slate has both a redemption and a non-redemption")
+    model = model_for(config, data.max_slate_size)
+    positions = train.position if config.position_debias else None
+    if positions is not None and np.isnan(positions).any():
+        raise ValueError("position_debias needs a logged position on every exposure")
+    has_valid = valid.n_slates > 0
+    return model.fit(
+        train.X,
+        train.y,
+        train.group,
+        eval_set=[(valid.X, valid.y)] if has_valid else None,
+        eval_group=[valid.group] if has_valid else None,
+        feature_name=list(FEATURE_COLUMNS),
+        categorical_feature=list(CATEGORICAL_COLUMNS),
+        position=positions,
+    )
+
+
+def score_all(
+    model: LambdaRankModel, data: TrainingData, config: TrainConfig
+) -> dict[str, dict[str, float]]:
+    """The model and every baseline on the same test slates, through the same metric code."""
+    target = data.splits[TEST]
+    segments = {"new": target.per_slate(target.new_user)}
+    segments["established"] = ~segments["new"]
+    scorers = {report.MODEL: lambda s: model.predict(s.X)}
+    scorers.update(fit_baselines(data.splits[TRAIN], config, target.oracle is not None))
+    return {
+        name: evaluate(target.y, score(target), target.group, segments, seed=config.seed)
+        for name, score in scorers.items()
+    }
+
+
+def train(
+    data_dir: str | Path,
+    *,
+    home: Path,
+    erasures_dir: Path | None,
+    config: TrainConfig | None = None,
+    experiment: str | None = None,
+    run_time: datetime | None = None,
+    on_step: Step | None = None,
+) -> TrainResult:
+    step = on_step or _noop
+    config = (config or TrainConfig()).with_overrides(experiment=experiment)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    data = build_dataset(
+        data_dir, config, erasures_dir=erasures_dir, run_time=run_time, on_step=step
+    )
+    seconds["dataset"] = time.perf_counter() - started
+
+    step("fitting LambdaRank (early stopping on validation NDCG)")
+    t = time.perf_counter()
+    model = fit_ranker(data, config)
+    seconds["fit"] = time.perf_counter() - t
+
+    step("scoring the model and the baselines on the test slates")
+    t = time.perf_counter()
+    results = score_all(model, data, config)
+    valid = data.splits[VALID]
+    validation = evaluate(valid.y, model.predict(valid.X), valid.group, seed=config.seed)
+    table = report.metrics_frame(results)
+    gap = report.gap_closed(table)
+    seconds["evaluate"] = time.perf_counter() - t
+
+    step("logging the run and registering the model in MLflow")
+    t = time.perf_counter()
+    run_id, version, uri = _log_and_register(
+        data, config, model, results, validation, table, home, Path(data_dir)
+    )
+    seconds["mlflow"] = time.perf_counter() - t
+    return TrainResult(
+        run_id=run_id,
+        experiment=config.experiment,
+        version=version,
+        model_uri=uri,
+        metrics=table,
+        windows=data.windows,
+        exclusions=data.exclusions,
+        best_iteration=model.best_iteration_,
+        booster=model.booster_,
+        gap_closed=gap,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+
+
+def _log_and_register(
+    data: TrainingData,
+    config: TrainConfig,
+    model: LambdaRankModel,
+    results: Mapping[str, Mapping[str, float]],
+    validation: Mapping[str, float],
+    table: pd.DataFrame,
+    home: Path,
+    data_dir: Path,
+) -> tuple[str, str, str]:
+    """One MLflow run with everything a reviewer needs; then a new `challenger` version."""
+    sha = git_sha()
+    windows = data.windows.as_dict()
+    lineage = {
+        tracking.TAG_POLICY_VERSION: policy_version(),
+        tracking.TAG_SNAPSHOT_ID: data.pairs_id,
+        **({tracking.TAG_GIT_SHA: sha} if sha else {}),
+        **windows,
+    }
+    params = config.as_params() | {
+        "eval_at_used": ",".join(str(k) for k in model.eval_at),
+        "feature_count": str(len(FEATURE_COLUMNS)),
+    }
+    with tracking.start_run(home, config.experiment, tags=lineage) as run:
+        run.log_params(params)
+        run.set_tags(
+            {
+                TAG_DATA_DIR: str(data_dir.resolve()),
+                "run_time": data.run_time.isoformat(),
+                "has_oracle": str(data.has_oracle).lower(),
+                **{f"digest_{k}": v[:16] for k, v in data.source_digests.items()},
+            }
+        )
+        metrics: dict[str, float] = {}
+        for name, values in results.items():
+            prefix = "" if name == report.MODEL else f"{name}_"
+            metrics.update({f"{prefix}test_{k}": v for k, v in values.items()})
+        metrics.update({f"validation_{k}": v for k, v in validation.items()})
+        metrics["best_iteration"] = float(model.best_iteration_)
+        metrics.update({f"excluded_{k.lower()}": float(v) for k, v in data.exclusions.items()})
+        gap = report.gap_closed(table)
+        if gap is not None:
+            metrics["oracle_gap_closed_ndcg_at_10"] = gap
+        run.log_metrics(metrics)
+        for metric, values in model.evals_result_.get(VALIDATION, {}).items():
+            run.log_metric_history(f"iter_validation_{metric}", values)
+        for split_name in SPLITS:
+            split = data.splits[split_name]
+            run.log_dataset(
+                name=f"offers-{split_name}",
+                context="training" if split_name == TRAIN else split_name,
+                digest=split.digest(),
+                summary=split.summary(),
+                source=str(data_dir.resolve()),
+            )
+        importance = model.feature_importance("gain")
+        run.log_figure(report.importance_figure(importance), "feature_importance_gain.png")
+        run.log_text(table.to_csv(), "metrics/test_metrics.csv")
+        run.log_text(report.markdown_table(table) + "\n", "metrics/test_metrics.md")
+        run.log_dict(data.exclusions, "data/exclusions.json")
+        run.log_dict({k: v for k, v in data.timings.items()}, "data/timings.json")
+        card = report.model_card(
+            run_id=run.run_id,
+            experiment=config.experiment,
+            windows=windows,
+            splits={name: data.splits[name].summary() for name in SPLITS},
+            exclusions=data.exclusions,
+            metrics=table,
+            best_iteration=model.best_iteration_,
+            policy_version=policy_version(),
+            pairs_id=data.pairs_id,
+            git_sha=sha,
+            params=params,
+            importance=importance,
+        )
+        run.log_text(card, "model_card.md")
+        logged = run.log_ranker(
+            model.booster_, FEATURE_COLUMNS, report.synthetic_input_example(FEATURE_COLUMNS)
+        )
+        run_id = run.run_id
+    version_tags = lineage | {
+        f"test_{PROMOTION_METRIC}": f"{results[report.MODEL][PROMOTION_METRIC]:.6f}",
+        "experiment": config.experiment,
+    }
+    version = tracking.register_version(home, logged, run_id, version_tags)
+    return run_id, version, f"models:/{tracking.MODEL_NAME}/{version}"
+
+
+def git_sha() -> str | None:
+    """The commit of the code that trained (None outside a git checkout)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = out.stdout.strip()
+    if out.returncode != 0 or not sha:
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", "training", "features"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=5,
+    )
+    return sha + ("-dirty" if dirty.stdout.strip() else "")
+
+
+# ------------------------------------------------------------------------------- promote
+
+
+@dataclass
+class PromoteResult:
+    promoted: bool
+    reason: str
+    challenger_version: str
+    champion_version: str | None  # the champion before the decision
+    challenger_score: float | None = None
+    champion_score: float | None = None
+    tolerance: float = 0.0
+    n_slates: int = 0
+    windows: dict[str, str] | None = None
+
+    def format(self) -> str:
+        champion = f"v{self.champion_version}" if self.champion_version else "(none)"
+        lines = [f"challenger v{self.challenger_version} vs champion {champion}"]
+        if self.windows:
+            lines.append(
+                f"test window {self.windows['valid_end']} .. {self.windows['test_end']}"
+                f" ({self.n_slates} slates with a redemption)"
+            )
+        if self.challenger_score is not None and self.champion_score is not None:
+            lines += [
+                f"  challenger {PROMOTION_METRIC} = {self.challenger_score:.4f}",
+                f"  champion   {PROMOTION_METRIC} = {self.champion_score:.4f}",
+                f"  gate: challenger >= champion - {self.tolerance:g}"
+                f" = {self.champion_score - self.tolerance:.4f}",
+            ]
+        lines.append(("PROMOTED: " if self.promoted else "KEPT: ") + self.reason)
+        return "\n".join(lines)
+
+
+def promote(
+    *,
+    home: Path,
+    erasures_dir: Path | None,
+    data_dir: str | Path | None = None,
+    config: TrainConfig | None = None,
+    run_time: datetime | None = None,
+    on_step: Step | None = None,
+) -> PromoteResult:
+    """Move `champion` to the challenger if it holds up on the challenger's test window."""
+    step = on_step or _noop
+    config = config or TrainConfig()
+    challenger_v = tracking.alias_version(home, tracking.CHALLENGER)
+    if challenger_v is None:
+        raise LookupError("no model version has the alias 'challenger': run `offers train` first")
+    champion_v = tracking.alias_version(home, tracking.CHAMPION)
+
+    if champion_v is None:
+        result = PromoteResult(True, "first version becomes champion", challenger_v, None)
+        return _decide(home, result)
+    if champion_v == challenger_v:
+        return PromoteResult(
+            True, "the challenger already is the champion", challenger_v, champion_v
+        )
+
+    info = tracking.version_info(home, challenger_v)
+    windows = Windows.from_dict(info["run_tags"])
+    source = Path(data_dir or info["run_tags"].get(TAG_DATA_DIR, ""))
+    if not str(source) or not source.exists():
+        raise FileNotFoundError(f"data for the test window not found ({source}); pass --data DIR")
+
+    step(f"scoring v{challenger_v} and v{champion_v} on the test window")
+    scores: dict[str, float] = {}
+    n_slates = 0
+    for version in (challenger_v, champion_v):
+        ranker = tracking.load_model_uri(home, f"models:/{tracking.MODEL_NAME}/{version}")
+        half_life = _run_half_life(home, version, config)
+        data = build_dataset(
+            source,
+            config.with_overrides(half_life_days=half_life),
+            erasures_dir=erasures_dir,
+            run_time=run_time,
+            windows=windows,
+            splits=(TEST,),
+        )
+        test = data.splits[TEST]
+        X = _columns_for(test.X, ranker.feature_columns)
+        values = evaluate(test.y, ranker.booster.predict(X), test.group, seed=config.seed)
+        scores[version] = values[PROMOTION_METRIC]
+        n_slates = int(values["n_slates"])
+    challenger_score, champion_score = scores[challenger_v], scores[champion_v]
+    passed = challenger_score >= champion_score - config.promote_tolerance
+    result = PromoteResult(
+        promoted=passed,
+        reason=(
+            f"challenger {PROMOTION_METRIC} within {config.promote_tolerance:g} of the champion or better"
+            if passed
+            else f"challenger {PROMOTION_METRIC} trails the champion by more than {config.promote_tolerance:g}"
+        ),
+        challenger_version=challenger_v,
+        champion_version=champion_v,
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        tolerance=config.promote_tolerance,
+        n_slates=n_slates,
+        windows=windows.as_dict(),
+    )
+    return _decide(home, result)
+
+
+def _decide(home: Path, result: PromoteResult) -> PromoteResult:
+    """Apply the decision to the registry and tag the challenger version with it."""
+    if result.promoted:
+        tracking.set_alias(home, tracking.CHAMPION, result.challenger_version)
+    detail = {
+        "decided_at": datetime.now(UTC).isoformat(),
+        "champion_before": result.champion_version,
+        "challenger_score": result.challenger_score,
+        "champion_score": result.champion_score,
+        "tolerance": result.tolerance,
+        "metric": PROMOTION_METRIC,
+        "window": result.windows,
+        "reason": result.reason,
+    }
+    tracking.tag_version(
+        home,
+        result.challenger_version,
+        {
+            tracking.TAG_PROMOTION: "promoted" if result.promoted else "kept",
+            tracking.TAG_PROMOTION_DETAIL: json.dumps(detail),
+        },
+    )
+    return result
+
+
+def _run_half_life(home: Path, version: str, config: TrainConfig) -> float:
+    """A model is scored with the feature half-life it was trained with."""
+    params = tracking.version_info(home, version)["run_params"]
+    value = params.get("half_life_days")
+    return float(value) if value else config.half_life_days
+
+
+def _columns_for(X: np.ndarray, columns: list[str]) -> np.ndarray:
+    """Assembled columns in the order a (possibly older) model expects them."""
+    missing = [c for c in columns if c not in FEATURE_COLUMNS]
+    if missing:
+        raise ValueError(f"the model needs features this code does not build: {missing}")
+    if list(columns) == list(FEATURE_COLUMNS):
+        return X
+    return X[:, [FEATURE_COLUMNS.index(c) for c in columns]]
+
+
+# ------------------------------------------------------------------------------- predict
+
+
+@dataclass
+class PredictResult:
+    out: Path
+    model: str  # name/version scored with
+    n_rows: int
+    n_scored: int
+    reasons: dict[str, int]
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """user_id, offer_id, shown_at rows from Parquet or CSV; naive times mean UTC."""
+    path = Path(path)
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    missing = {USER_ID, OFFER_ID, SHOWN_AT} - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    raw = frame[SHOWN_AT]
+    textual = not pd.api.types.is_datetime64_any_dtype(raw.dtype)
+    shown = pd.to_datetime(raw, utc=True, format="ISO8601" if textual else None)
+    if shown.isna().any():
+        raise ValueError(f"{path}: {int(shown.isna().sum())} rows without a valid {SHOWN_AT}")
+    return pd.DataFrame(
+        {
+            USER_ID: frame[USER_ID].astype(str).to_numpy(dtype=object),
+            OFFER_ID: frame[OFFER_ID].astype(str).to_numpy(dtype=object),
+            SHOWN_AT: shown.astype("datetime64[us, UTC]").to_numpy(),
+        }
+    )
+
+
+def predict(
+    data_dir: str | Path,
+    exposures_path: str | Path,
+    out_path: str | Path,
+    *,
+    home: Path,
+    erasures_dir: Path | None,
+    model: str | None = None,
+    run_time: datetime | None = None,
+) -> PredictResult:
+    """Scores as of each shown_at; rows the policy refuses get no score, only their reason."""
+    run_time = run_time or datetime.now(UTC)
+    ranker = tracking.load_model_uri(home, model or tracking.model_uri(tracking.CHAMPION))
+    inputs = load_inputs(data_dir, with_exposures=False)
+    rows = read_rows(exposures_path)
+    offers = inputs.offers
+    oi = pd.Index(offers[OFFER_ID].astype(str)).get_indexer(rows[OFFER_ID])
+    known = oi >= 0
+    mcc = np.where(
+        known, offers[MCC].astype(str).to_numpy(dtype=object)[np.where(known, oi, 0)], ""
+    )
+    reasons = policy_reasons(
+        rows[USER_ID].to_numpy(dtype=object),
+        rows[SHOWN_AT],
+        mcc,
+        inputs.users,
+        inputs.consents,
+        read_erasures_if_any(erasures_dir),
+        run_time,
+    )
+    reasons = np.where(known, reasons, REASON_UNKNOWN_OFFER)
+    ok = np.flatnonzero(reasons == KEPT)
+    scores = np.full(len(rows), np.nan)
+    if len(ok):
+        half_life = _run_half_life(home, ranker.version, TrainConfig())
+        sources = open_sources(data_dir, erasures_dir, run_time)
+        X = feature_matrix(
+            sources,
+            rows[USER_ID].to_numpy(dtype=object)[ok].tolist(),
+            rows[SHOWN_AT].iloc[ok],
+            OfferArrays.from_frame(offers).take(oi[ok]),
+            half_life,
+        )
+        scores[ok] = ranker.booster.predict(_columns_for(X, ranker.feature_columns), num_threads=1)
+    out = rows.assign(score=scores, reason=reasons)
+    out["rank"] = (
+        out.groupby([USER_ID, SHOWN_AT])["score"]
+        .rank(ascending=False, method="first")
+        .astype("Int64")
+    )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if out_path.suffix == ".csv":
+        out.to_csv(out_path, index=False)
+    else:
+        out.to_parquet(out_path, index=False)
+    counts = pd.Series(reasons).value_counts()
+    return PredictResult(
+        out=out_path,
+        model=f"{ranker.name}/{ranker.version}",
+        n_rows=len(rows),
+        n_scored=len(ok),
+        reasons={str(k): int(v) for k, v in counts.items()},
+    )
+
+
+def describe(result: TrainResult) -> dict[str, Any]:
+    """Plain-data view of a training result (for printing or JSON)."""
+    return {
+        "run_id": result.run_id,
+        "version": result.version,
+        "model_uri": result.model_uri,
+        "best_iteration": result.best_iteration,
+        "windows": result.windows.as_dict(),
+        "exclusions": result.exclusions,
+        "gap_closed": result.gap_closed,
+        "seconds": result.seconds,
+    }
