@@ -189,6 +189,131 @@ def explain(
         raise typer.Exit(code=1)
 
 
+# ---------------------------------------------------------------- training
+
+
+def _train_config(config: Path | None):  # -> training.config.TrainConfig
+    from training.config import TrainConfig
+
+    return TrainConfig.from_file(config) if config else TrainConfig()
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Folder with the contract tables.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Training config (.json or .toml).")
+    ] = None,
+    experiment: Annotated[
+        str | None, typer.Option("--experiment", help="MLflow experiment (default offer-ranking).")
+    ] = None,
+):  # -> training.job.TrainResult
+    """Train LambdaRank on lawful slates, compare with baselines, register a `challenger`."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from training.job import train as train_job
+
+    settings = load_settings()
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as progress:
+        task = progress.add_task("starting", total=None)
+        result = train_job(
+            data,
+            home=settings.home,
+            erasures_dir=settings.erasures_dir,
+            config=_train_config(config),
+            experiment=experiment,
+            on_step=lambda text: progress.update(task, description=text),
+        )
+    console.print(f"run [bold]{result.run_id}[/bold] (experiment {result.experiment})")
+    windows = result.windows.as_dict()
+    console.print(
+        f"train {windows['train_start']} .. {windows['train_end']}, "
+        f"validation .. {windows['valid_end']}, test .. {windows['test_end']}; "
+        f"{result.best_iteration} trees"
+    )
+    table = Table("test", *result.metrics.columns, title="model vs baselines (test window)")
+    for name, row in result.metrics.iterrows():
+        cells = [f"{v:,.0f}" if c == "n_slates" else f"{v:.4f}" for c, v in row.items()]
+        table.add_row(f"[bold]{name}[/bold]" if name == "model" else str(name), *cells)
+    console.print(table)
+    if result.gap_closed is not None:
+        console.print(f"popularity-to-oracle NDCG@10 gap closed: {result.gap_closed:.1%}")
+    console.print(f"excluded exposures by reason: {result.exclusions}")
+    console.print(
+        f"registered [bold]{result.model_uri}[/bold] with alias challenger "
+        f"(promote with `offers promote`)"
+    )
+    return result
+
+
+@app.command()
+def promote(
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Tables for the test window (default: the challenger's)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Config with promote_tolerance (.json/.toml).")
+    ] = None,
+):  # -> training.job.PromoteResult
+    """Move `champion` to the challenger unless it trails on the same test window.
+
+    Exit code: 0 promoted, 1 kept, 2 nothing to promote.
+    """
+    from training.job import promote as promote_job
+
+    settings = load_settings()
+    try:
+        with console.status("scoring challenger and champion on the test window"):
+            result = promote_job(
+                home=settings.home,
+                erasures_dir=settings.erasures_dir,
+                data_dir=data,
+                config=_train_config(config),
+            )
+    except (LookupError, FileNotFoundError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo(result.format())
+    if not result.promoted:
+        raise typer.Exit(code=1)
+    return result
+
+
+@app.command()
+def predict(
+    data: Annotated[Path, typer.Option("--data", help="Folder with the contract tables.")],
+    exposures: Annotated[
+        Path, typer.Option("--exposures", help="Rows to score: user_id, offer_id, shown_at.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="models:/offer-ranker@alias or /version (default champion)."),
+    ] = None,
+):  # -> training.job.PredictResult
+    """Point-in-time scores for given rows; rows the policy refuses get a reason, no score."""
+    from training.job import predict as predict_job
+
+    settings = load_settings()
+    with console.status("scoring"):
+        result = predict_job(
+            data,
+            exposures,
+            out,
+            home=settings.home,
+            erasures_dir=settings.erasures_dir,
+            model=model,
+        )
+    console.print(
+        f"{result.n_scored:,} of {result.n_rows:,} rows scored with {result.model} -> {result.out}"
+    )
+    console.print(f"by reason: {result.reasons}")
+    return result
+
+
 # ---------------------------------------------------------------- serving
 
 
