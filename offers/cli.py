@@ -233,7 +233,8 @@ def train(
         f"validation .. {windows['valid_end']}, test .. {windows['test_end']}; "
         f"{result.best_iteration} trees"
     )
-    table = Table("test", *result.metrics.columns, title="model vs baselines (test window)")
+    headers = [str(c).replace("_at_", "@").replace("recall", "rec") for c in result.metrics]
+    table = Table("test", *headers, title="model vs baselines (test window)")
     for name, row in result.metrics.iterrows():
         cells = [f"{v:,.0f}" if c == "n_slates" else f"{v:.4f}" for c, v in row.items()]
         table.add_row(f"[bold]{name}[/bold]" if name == "model" else str(name), *cells)

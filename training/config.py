@@ -27,6 +27,7 @@ class TrainConfig:
     censor_validation: bool = True  # validation labels after the validation end count as unknown
     new_user_days: int = 30  # users with less history than this at shown_at form the "new" segment
     half_life_days: float = 30.0  # half-life of the decayed-spend features (feature engine)
+    feature_threads: int = 1  # DuckDB threads; 1 sums floats in one order: same data, same bytes
 
     # --- LightGBM LambdaRank ---
     n_estimators: int = 1000  # maximum boosting rounds (early stopping usually ends sooner)

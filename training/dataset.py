@@ -47,7 +47,7 @@ from features.contract import (
 from features.definitions import CUTOFF
 from features.erasures import read_erasures
 from features.io import MissingTableError, file_digest, table_path
-from features.job import Sources, open_sources, point_in_time
+from features.job import Sources, connect, open_sources, point_in_time
 from features.policy_frames import consents_by_user, user_facts
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import OFFER_RANKING, SENSITIVE_MCCS, Reason, decide
@@ -469,7 +469,9 @@ def build_dataset(
     label = labels(ex, pd.Series(offers[ENDS_AT].to_numpy()[oi], index=ex.index))
 
     step(f"point-in-time features for {len(rows):,} exposures")
-    sources = open_sources(data_dir, erasures_dir, run_time)
+    sources = open_sources(
+        data_dir, erasures_dir, run_time, con=connect("duckdb", threads=config.feature_threads)
+    )
     sel = ex.iloc[rows].reset_index(drop=True)
     sel_oi = oi[rows]
     sel_users = sel[USER_ID].astype(str).to_numpy(dtype=object)

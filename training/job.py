@@ -27,7 +27,7 @@ import pandas as pd
 
 from features import tracking
 from features.contract import MCC, OFFER_ID, SHOWN_AT, USER_ID
-from features.job import open_sources
+from features.job import connect, open_sources
 from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, OfferArrays
 from policy import policy_version
 from training import report
@@ -515,8 +515,10 @@ def predict(
     ok = np.flatnonzero(reasons == KEPT)
     scores = np.full(len(rows), np.nan)
     if len(ok):
-        half_life = _run_half_life(home, ranker.version, TrainConfig())
-        sources = open_sources(data_dir, erasures_dir, run_time)
+        config = TrainConfig()
+        half_life = _run_half_life(home, ranker.version, config)
+        con = connect("duckdb", threads=config.feature_threads)
+        sources = open_sources(data_dir, erasures_dir, run_time, con=con)
         X = feature_matrix(
             sources,
             rows[USER_ID].to_numpy(dtype=object)[ok].tolist(),
