@@ -48,6 +48,7 @@ TAG_PROMOTION_DETAIL = "promotion_detail"
 META_FEATURE_COLUMNS = "feature_columns"  # key in the logged model's metadata
 
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
 ENV_HOME = "OFFERS_HOME"
 DEFAULT_HOME = ".offers"
 
@@ -98,8 +99,18 @@ def _configure(home: str | os.PathLike[str] | None) -> str:
     uri = tracking_uri(home)
     if uses_local_store(home):
         _home(home).mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    # mlflow.set_*_uri also copy the URI into os.environ; undo that, or the first OFFERS_HOME
+    # used in a process would pose as a user-set MLFLOW_TRACKING_URI for every later call.
+    saved = {k: os.environ.get(k) for k in (ENV_TRACKING_URI, ENV_REGISTRY_URI)}
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return uri
 
 
