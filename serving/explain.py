@@ -156,8 +156,9 @@ class ReasonWriter:
         top = max(OFFER_FEATURES, key=lambda name: contrib[self._col[name]])
         if top == OFFER_REWARD:
             return "a generous reward"
-        if top == OFFER_DAYS_LEFT and self._v(values, OFFER_DAYS_LEFT) <= ENDS_SOON_DAYS:
-            return "ends soon"
+        if top == OFFER_DAYS_LEFT:
+            soon = self._v(values, OFFER_DAYS_LEFT) <= ENDS_SOON_DAYS
+            return "ends soon" if soon else "plenty of time left to use it"
         if (
             top == OFFER_DAYS_SINCE_START
             and self._v(values, OFFER_DAYS_SINCE_START) <= NEW_OFFER_DAYS
