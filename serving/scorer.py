@@ -13,7 +13,6 @@ the function training uses), and offers must be active at the request's `now`.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections import Counter
@@ -48,6 +47,7 @@ from serving.explain import (
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+HALF_LIFE_PARAM = "half_life_days"  # run param of training, field of the snapshot manifest
 MAX_K = 100
 CHANNEL_API = "api"
 CHANNEL_BATCH = "batch"
@@ -209,18 +209,31 @@ class ServingState:
         }
 
 
+@dataclass(frozen=True)
+class RegistryModel:
+    """A registered version with the lineage serving checks (half-life: a run param)."""
+
+    booster: lgb.Booster
+    name: str
+    version: str
+    feature_columns: list[str]
+    policy_version: str | None
+    half_life_days: float | None
+
+
 def _default_loader(home: Path, alias: str) -> RegisteredModel:
-    from features.tracking import load_registered_model
+    from features.tracking import load_registered_model, version_info
 
-    return load_registered_model(home, alias)
-
-
-def _load_tables(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """Validated users, consents and offers (only those tables when the loader allows it)."""
-    wanted = (USERS, CONSENTS, OFFERS)
-    if "tables" in inspect.signature(load_tables).parameters:
-        return load_tables(data_dir, tables=wanted)
-    return load_tables(data_dir)
+    ranker = load_registered_model(home, alias)
+    half_life = version_info(home, ranker.version)["run_params"].get(HALF_LIFE_PARAM)
+    return RegistryModel(
+        booster=ranker.booster,
+        name=ranker.name,
+        version=ranker.version,
+        feature_columns=list(ranker.feature_columns),
+        policy_version=ranker.policy_version,
+        half_life_days=float(half_life) if half_life else None,
+    )
 
 
 def load_state(
@@ -243,7 +256,7 @@ def load_state(
             f"booster expects {model.booster.num_feature()} features, not {len(FEATURE_COLUMNS)}"
         )
     current_policy = policy_version()
-    if model.policy_version and model.policy_version != current_policy:
+    if model.policy_version != current_policy:
         raise ModelMismatchError(
             f"model {model.name} v{model.version} was trained under policy "
             f"{model.policy_version}, the rules now are {current_policy}: retrain and promote"
@@ -254,8 +267,15 @@ def load_state(
             f"snapshot {manifest['snapshot_id']} was built under policy "
             f"{manifest.get('policy_version')}, the rules now are {current_policy}: rebuild it"
         )
+    trained = getattr(model, HALF_LIFE_PARAM, None)
+    built = manifest.get(HALF_LIFE_PARAM)
+    if trained is not None and built is not None and float(built) != trained:
+        raise ModelMismatchError(
+            f"snapshot {manifest['snapshot_id']} has decayed spend with a {built}-day half-life, "
+            f"model v{model.version} was trained with {trained}: rebuild the snapshot to match"
+        )
     cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
-    frames = _load_tables(Path(data_dir))
+    frames = load_tables(Path(data_dir), tables=(USERS, CONSENTS, OFFERS))
     signature = register_signature(home / "erasures" / REGISTER)  # before reading: never stale
     erased = read_erasures(home / "erasures")
     offers_frame = frames[OFFERS]

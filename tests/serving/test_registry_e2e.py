@@ -28,7 +28,7 @@ from features.job import build_snapshot
 from features.validate import load_tables
 from serving.app import create_app
 from serving.audit import AuditLog
-from serving.scorer import Scorer
+from serving.scorer import ModelMismatchError, Scorer
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +250,18 @@ def test_mlflow_holds_no_customer_rows(registered: Registered) -> None:
     assert {p: h for p, h in hits.items() if h} == {}
     # the pattern does find ids where they are: the check can fail
     assert USER_ID_PATTERN.search((registered.data / "users.parquet").read_bytes())
+
+
+def test_a_snapshot_built_with_another_half_life_is_refused(
+    registered: Registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(registered.home, home)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    build_snapshot(
+        registered.data, home / "features", as_of=CUTOFF.to_pydatetime(), half_life_days=7.0
+    )
+    with pytest.raises(ModelMismatchError, match="half-life"):
+        Scorer(home, registered.data)

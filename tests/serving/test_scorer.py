@@ -147,6 +147,12 @@ def test_model_under_another_policy_is_refused(world: World) -> None:
     with pytest.raises(ModelMismatchError, match="policy"):
         Scorer(world.home, world.data, model_loader=loader)
 
+    def untagged(home, alias):
+        return dataclasses.replace(world.loader(home, alias), policy_version="")
+
+    with pytest.raises(ModelMismatchError, match="policy"):
+        Scorer(world.home, world.data, model_loader=untagged)
+
 
 def test_missing_alias_fails_loudly(world: World) -> None:
     with pytest.raises(LookupError):
