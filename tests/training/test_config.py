@@ -1,0 +1,44 @@
+"""The training config: every knob typed, loadable from JSON or TOML, typos refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.config import TrainConfig
+
+
+def test_defaults_are_sane() -> None:
+    config = TrainConfig()
+    assert config.eval_at[0] == 10 and config.stopping_k == 10
+    assert config.resolved_truncation_level == max(config.eval_at) + 3
+    assert config.label_gain == (0.0, 1.0)
+    assert config.experiment == "offer-ranking"
+
+
+def test_json_and_toml_round_trip(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text(json.dumps({"seed": 5, "eval_at": [10, 3], "train_days": 90}))
+    (tmp_path / "c.toml").write_text("[train]\nseed = 5\neval_at = [10, 3]\ntrain_days = 90\n")
+    a = TrainConfig.from_file(tmp_path / "c.json")
+    b = TrainConfig.from_file(tmp_path / "c.toml")
+    assert a == b and a.seed == 5 and a.eval_at == (10, 3) and a.train_days == 90
+    assert a.resolved_truncation_level == 13
+
+
+def test_unknown_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown config keys.*lerning_rate"):
+        TrainConfig.from_dict({"lerning_rate": 0.1})
+    with pytest.raises(ValueError, match="eval_at"):
+        TrainConfig(eval_at=(0,))
+    (tmp_path / "c.yaml").write_text("seed: 1\n")
+    with pytest.raises(ValueError, match="json or .toml"):
+        TrainConfig.from_file(tmp_path / "c.yaml")
+
+
+def test_params_are_flat_strings() -> None:
+    params = TrainConfig(train_days=None).as_params()
+    assert params["eval_at"] == "10,5" and params["train_days"] == ""
+    assert params["truncation_level"] == "13"
+    assert all(isinstance(v, str) for v in params.values())

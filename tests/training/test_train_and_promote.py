@@ -1,0 +1,257 @@
+"""`offers train / promote / predict` end to end on 1k synthetic users and a temporary registry.
+
+One module-scoped world: v1 trained with the defaults (CLI function), promoted as the first
+champion; v2 trained deliberately weak (one stump) and left as the challenger.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+
+from features import contract as c
+from features import tracking
+from features.vector import FEATURE_COLUMNS
+from offers import cli
+from policy import BANNED_PURPOSES, SENSITIVE_MCCS, policy_version
+from training import report
+from training.dataset import KEPT, TEST
+from training.job import TrainResult
+
+pytestmark = pytest.mark.slow
+USER_ID_PATTERN = re.compile(rb"u\d{6}")  # synthetic user ids: u000123
+
+
+@dataclass
+class World:
+    root: Path
+    home: Path
+    data: Path
+    first: TrainResult
+    second: TrainResult
+    first_seconds: float
+
+
+@pytest.fixture(scope="module")
+def world(
+    tmp_path_factory: pytest.TempPathFactory, synth_dir: Path, mlflow_template: Path
+) -> World:
+    root = tmp_path_factory.mktemp("trained")
+    home = root / "home"
+    home.mkdir()
+    shutil.copy(mlflow_template, home / "mlflow.db")
+    weak = root / "weak.json"
+    weak.write_text(json.dumps({"n_estimators": 1, "num_leaves": 2, "early_stopping_rounds": 0}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OFFERS_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.chdir(root)
+        started = time.perf_counter()
+        first = cli.train(data=synth_dir)
+        seconds = time.perf_counter() - started
+        assert cli.promote().promoted
+        second = cli.train(data=synth_dir, config=weak, experiment="offer-ranking-weak")
+    return World(root, home, synth_dir, first, second, seconds)
+
+
+@pytest.fixture(autouse=True)
+def _world_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "world" in request.fixturenames:
+        w: World = request.getfixturevalue("world")
+        monkeypatch.setenv("OFFERS_HOME", str(w.home))
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        monkeypatch.chdir(w.root)
+
+
+def test_training_is_quick_and_beats_popularity(world: World) -> None:
+    metrics = world.first.metrics
+    assert world.first_seconds < 45, world.first.seconds
+    assert metrics.loc["model", "ndcg_at_10"] > metrics.loc["popularity", "ndcg_at_10"] + 0.05
+    assert metrics.loc["model", "ndcg_at_10"] > metrics.loc["random", "ndcg_at_10"]
+    assert metrics.loc["oracle", "ndcg_at_10"] > metrics.loc["popularity", "ndcg_at_10"]
+    assert list(metrics.index) == [
+        "model",
+        "random",
+        "popularity",
+        "affinity",
+        "logistic",
+        "oracle",
+    ]
+    assert 0 < world.first.gap_closed < 1.5
+
+
+def test_the_run_logs_params_metrics_lineage_and_artifacts(world: World) -> None:
+    client = tracking.client(world.home)
+    run = client.get_run(world.first.run_id)
+    params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
+    assert {"learning_rate", "eval_at", "seed", "promote_tolerance", "test_days"} <= set(params)
+    assert params["truncation_level"] == "13" and params["eval_at_used"] == "10,5"
+    for prefix in ("", "random_", "popularity_", "affinity_", "logistic_", "oracle_"):
+        for name in ("ndcg_at_5", "ndcg_at_10", "map_at_10", "recall_at_10", "roc_auc"):
+            assert f"{prefix}test_{name}" in metrics
+    assert metrics["test_ndcg_at_10"] == pytest.approx(
+        world.first.metrics.loc["model", "ndcg_at_10"]
+    )
+    assert not any("@" in key for key in metrics)
+    history = client.get_metric_history(run.info.run_id, "iter_validation_ndcg_at_10")
+    assert [m.step for m in history] == list(range(1, len(history) + 1))
+    assert len(history) > world.first.best_iteration  # early stopping looked further
+
+    assert tags[tracking.TAG_POLICY_VERSION] == policy_version()
+    assert tags[tracking.TAG_SNAPSHOT_ID].startswith("pit-")
+    assert tags[tracking.TAG_GIT_SHA]
+    assert tags["train_end"] == world.first.windows.as_dict()["train_end"]
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"offers-train", "offers-validation", "offers-test"}
+    assert all(len(d.dataset.digest) > 8 for d in inputs.values())
+
+    folder = Path(
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(world.root / "dl"))
+    )
+    files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    assert {
+        "feature_importance_gain.png",
+        "metrics/test_metrics.csv",
+        "metrics/test_metrics.md",
+        "model_card.md",
+        "feature_columns.json",
+        "data/exclusions.json",
+    } <= files
+    assert (folder / "feature_importance_gain.png").read_bytes()[:4] == b"\x89PNG"
+    card = (folder / "model_card.md").read_text()
+    assert "offer_ranking" in card and all(p in card for p in BANNED_PURPOSES)
+    assert "popularity" in card and world.first.windows.as_dict()["test_end"] in card
+    assert json.loads((folder / "data/exclusions.json").read_text())[KEPT] > 0
+
+
+def test_the_model_is_the_native_booster_with_signature_and_synthetic_example(world: World) -> None:
+    tracking.client(world.home)  # points MLflow at this world's store
+    info = mlflow.models.get_model_info(world.first.model_uri)
+    assert info.flavors.keys() >= {"lightgbm", "python_function"}
+    assert info.signature is not None
+    assert [s.name for s in info.signature.inputs.inputs] == list(FEATURE_COLUMNS)
+    assert info.metadata[tracking.META_FEATURE_COLUMNS] == list(FEATURE_COLUMNS)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=world.first.model_uri, dst_path=str(world.root / "model")
+    )
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    pd.testing.assert_frame_equal(
+        example.reset_index(drop=True), report.synthetic_input_example(), check_dtype=False
+    )
+
+
+def test_aliases_and_load_registered_model(world: World) -> None:
+    assert (world.first.version, world.second.version) == ("1", "2")
+    assert tracking.alias_version(world.home, tracking.CHALLENGER) in ("2",)
+    champion = tracking.load_registered_model(world.home)
+    assert (champion.name, champion.alias) == (tracking.MODEL_NAME, tracking.CHAMPION)
+    assert champion.version in ("1", "2")  # the gate test below may have moved it
+    assert champion.feature_columns == list(FEATURE_COLUMNS)
+    assert champion.policy_version == policy_version()
+    assert champion.snapshot_id and champion.snapshot_id.startswith("pit-")
+    assert champion.run_id in (world.first.run_id, world.second.run_id)
+    first = tracking.load_model_uri(world.home, "models:/offer-ranker/1")
+    assert first.booster.model_to_string() == world.first.booster.model_to_string()
+    with pytest.raises(LookupError, match="'nope'"):
+        tracking.load_registered_model(world.home, "nope")
+    assert tracking.model_uri() == "models:/offer-ranker@champion"
+
+
+def test_promotion_gate(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    client = tracking.client(world.home)
+    assert (
+        client.get_model_version(tracking.MODEL_NAME, "1").tags[tracking.TAG_PROMOTION]
+        == "promoted"
+    )
+    # the weak challenger trails the champion: kept, exit code 1, decision tagged
+    with pytest.raises(typer.Exit) as kept:
+        cli.promote()
+    assert kept.value.exit_code == 1
+    out = capsys.readouterr().out
+    assert (
+        "challenger v2 vs champion v1" in out and "KEPT" in out and "champion   ndcg_at_10" in out
+    )
+    assert tracking.alias_version(world.home, tracking.CHAMPION) == "1"
+    v2 = client.get_model_version(tracking.MODEL_NAME, "2")
+    assert v2.tags[tracking.TAG_PROMOTION] == "kept"
+    detail = json.loads(v2.tags[tracking.TAG_PROMOTION_DETAIL])
+    assert detail["challenger_score"] < detail["champion_score"] - detail["tolerance"]
+    # with a generous tolerance the same challenger passes
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("promote_tolerance = 1.0\n")
+    result = cli.promote(config=lenient)
+    assert result.promoted and tracking.alias_version(world.home, tracking.CHAMPION) == "2"
+    assert (
+        client.get_model_version(tracking.MODEL_NAME, "2").tags[tracking.TAG_PROMOTION]
+        == "promoted"
+    )
+    # promoting the champion again is a no-op that succeeds
+    assert cli.promote().promoted
+
+
+def test_predict_scores_point_in_time_and_refuses_what_policy_refuses(
+    world: World, synth_data, tmp_path: Path
+) -> None:
+    test = synth_data.splits[TEST]
+    take = np.arange(min(40, test.n_rows))
+    rows = pd.DataFrame(
+        {
+            c.USER_ID: test.user_id[take],
+            c.OFFER_ID: test.offer_id[take],
+            c.SHOWN_AT: pd.to_datetime(test.shown_at[take], utc=True),
+        }
+    )
+    offers = pd.read_parquet(world.data / "offers.parquet")
+    sensitive = offers.loc[offers[c.MCC].isin(sorted(SENSITIVE_MCCS)), c.OFFER_ID].iloc[0]
+    extra = pd.DataFrame(
+        {
+            c.USER_ID: [test.user_id[0], test.user_id[0], "nobody"],
+            c.OFFER_ID: [sensitive, "no-such-offer", test.offer_id[0]],
+            c.SHOWN_AT: [rows[c.SHOWN_AT].iloc[0]] * 3,
+        }
+    )
+    pd.concat([rows, extra]).to_csv(tmp_path / "rows.csv", index=False)
+    result = cli.predict(
+        data=world.data,
+        exposures=tmp_path / "rows.csv",
+        out=tmp_path / "scores.parquet",
+        model="models:/offer-ranker/1",
+    )
+    assert (result.n_rows, result.n_scored, result.model) == (
+        len(take) + 3,
+        len(take),
+        "offer-ranker/1",
+    )
+    out = pd.read_parquet(tmp_path / "scores.parquet")
+    assert out["reason"].tolist()[-3:] == ["SENSITIVE_MCC_OFFER", "UNKNOWN_OFFER", "NO_CONSENT"]
+    assert out["score"].iloc[-3:].isna().all()
+    # same features as training saw: the scores equal the model on the training matrix
+    expected = world.first.booster.predict(test.X[take])
+    np.testing.assert_allclose(out["score"].iloc[: len(take)].to_numpy(), expected, rtol=1e-12)
+    assert out["rank"].iloc[: len(take)].notna().all()
+
+
+def test_no_mlflow_artifact_or_record_holds_a_user_id(world: World) -> None:
+    users = set(pd.read_parquet(world.data / "users.parquet")[c.USER_ID].astype(str))
+    stores = [world.home / "mlartifacts", world.home / "mlflow.db"]
+    files = [p for s in stores for p in ([s] if s.is_file() else s.rglob("*")) if p.is_file()]
+    names = {p.name for p in files}
+    assert {"MLmodel", "model.lgb", "input_example.json", "model_card.md"} <= names
+    found = {
+        str(p): hits
+        for p in files
+        if (hits := {m.decode() for m in USER_ID_PATTERN.findall(p.read_bytes())} & users)
+    }
+    assert found == {}
+    # the scan can fail: the data itself is full of them
+    assert USER_ID_PATTERN.search((world.data / "exposures.parquet").read_bytes())
