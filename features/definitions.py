@@ -11,6 +11,7 @@ users) and point-in-time training rows (many cutoffs) are the same computation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import ibis
 import ibis.expr.types as ir
@@ -134,6 +135,8 @@ def allowed_pairs(pairs: ir.Table, windows: ir.Table, gates: ir.Table) -> ir.Tab
 def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
     """Transactions that may feed features at each allowed pair's cutoff, with their age."""
     t, a = transactions, allowed
+    # Bounds of all windows first: a cheap filter that spares the range join most rows.
+    t = t.filter(t[TS] < a[CUTOFF].max(), t[TS] >= a[WINDOW_START].min())
     joined = t.join(
         a,
         [t[USER_ID] == a[USER_ID], t[TS] < a[CUTOFF], t[TS] >= a[WINDOW_START]],
@@ -149,12 +152,14 @@ def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
     )
 
 
-def exclusion_counts(
+def classify_transactions(
     transactions: ir.Table, pairs: ir.Table, windows: ir.Table, gates: ir.Table
 ) -> ir.Table:
-    """Count of transactions per rule (first failing rule wins), for one cutoff per user.
+    """Every transaction with its user's cutoff and a rule code: 0 kept, else the first failing
+    rule (index into EXCLUSION_RULES, plus one). For one cutoff per user (snapshots).
 
-    The counts add up to the number of transactions read, so nothing leaves without a reason.
+    One pass yields both the exclusion counts and the usable rows, so a snapshot reads the
+    transactions once; point-in-time requests use `allowed_pairs` + `usable_transactions`.
     """
     t = transactions
     active = pairs.join(
@@ -183,17 +188,43 @@ def exclusion_counts(
         | (j[ADULT_FROM] > j[CUTOFF])
         | (j[OBJECTION_AT].notnull() & (j[OBJECTION_AT] <= j[CUTOFF]))
     )
-    rule = ibis.cases(
-        (j[CUTOFF].isnull() | (j[TS] >= j[CUTOFF]), RULE_AFTER_CUTOFF),
-        (j[USABLE_FROM].isnull(), RULE_NO_CONSENT),
-        (policy_denied, RULE_POLICY_DENIED),
-        (j[TS] < j[USABLE_FROM], RULE_BEFORE_LOOKBACK),
-        (j[TS] < j[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS), RULE_OUTSIDE_WINDOW),
-        (j[MCC].isin(sorted(SENSITIVE_MCCS)), RULE_SENSITIVE),
-        (j[WITHDRAWN].fill_null(False), RULE_WITHDRAWN),
-        else_=RULE_KEPT,
+    failing = {
+        RULE_AFTER_CUTOFF: j[CUTOFF].isnull() | (j[TS] >= j[CUTOFF]),
+        RULE_NO_CONSENT: j[USABLE_FROM].isnull(),
+        RULE_POLICY_DENIED: policy_denied,
+        RULE_BEFORE_LOOKBACK: j[TS] < j[USABLE_FROM],
+        RULE_OUTSIDE_WINDOW: j[TS] < j[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS),
+        RULE_SENSITIVE: j[MCC].isin(sorted(SENSITIVE_MCCS)),
+        RULE_WITHDRAWN: j[WITHDRAWN].fill_null(False),
+    }
+    code = ibis.cases(
+        *((failing[rule], EXCLUSION_RULES.index(rule) + 1) for rule in EXCLUSION_RULES),
+        else_=0,
+    ).cast("int8")
+    return j.select(t[USER_ID], j[CUTOFF], t[MERCHANT_ID], t[MCC], t[TS], t[AMOUNT], **{RULE: code})
+
+
+def exclusion_counts(classified: ir.Table) -> ir.Table:
+    """Transactions per rule code; they add up to the transactions read."""
+    return classified.group_by(RULE).agg(**{N_ROWS: classified.count()})
+
+
+def rule_name(code: int) -> str:
+    return RULE_KEPT if code == 0 else EXCLUSION_RULES[code - 1]
+
+
+def kept_transactions(classified: ir.Table) -> ir.Table:
+    """The usable rows of a classified table, shaped like `usable_transactions`."""
+    kept = classified.filter(classified[RULE] == 0)
+    return kept.select(
+        USER_ID,
+        CUTOFF,
+        MERCHANT_ID,
+        MCC,
+        TS,
+        AMOUNT,
+        **{AGE_DAYS: _days_between(kept[CUTOFF], kept[TS])},
     )
-    return j.select(**{RULE: rule}).group_by(RULE).agg(**{N_ROWS: ibis._.count()})
 
 
 def window_aggregates(usable: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> ir.Table:
@@ -255,17 +286,27 @@ def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Tab
     )
 
 
-def affinity_features(base: ir.Table, days: ir.Table) -> dict[str, ir.Table]:
-    """User x merchant, user x mcc and user features from `window_aggregates` and `active_days`."""
-    by_merchant = _rollup(base, [USER_ID, CUTOFF, MERCHANT_ID])
+def affinity_features(
+    base: ir.Table,
+    days: ir.Table,
+    materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
+) -> dict[str, ir.Table]:
+    """User x merchant, user x mcc and user features from `window_aggregates` and `active_days`.
+
+    `materialize` lets the job keep intermediate tables that several outputs read (the
+    per-merchant rollup and the user totals) instead of recomputing them per output.
+    """
+    by_merchant = materialize(_rollup(base, [USER_ID, CUTOFF, MERCHANT_ID]))
     by_mcc = _rollup(base, [USER_ID, CUTOFF, MCC])
 
     merchant_spend = ibis.greatest(by_merchant["spend_365d"].fill_null(0.0), 0.0)
     spend = by_merchant.select(USER_ID, CUTOFF, s=merchant_spend, buys=by_merchant["n_365d"])
-    totals = spend.group_by([USER_ID, CUTOFF]).agg(
-        u_spend_365d=spend.s.sum(),
-        u_n_txn_365d=spend.buys.sum().cast("int64"),
-        u_n_merchants_365d=spend.count(where=spend.buys > 0).cast("int64"),
+    totals = materialize(
+        spend.group_by([USER_ID, CUTOFF]).agg(
+            u_spend_365d=spend.s.sum(),
+            u_n_txn_365d=spend.buys.sum().cast("int64"),
+            u_n_merchants_365d=spend.count(where=spend.buys > 0).cast("int64"),
+        )
     )
     shares = spend.join(
         totals, [spend[USER_ID] == totals[USER_ID], spend[CUTOFF] == totals[CUTOFF]]
@@ -297,7 +338,12 @@ def affinity_features(base: ir.Table, days: ir.Table) -> dict[str, ir.Table]:
 
 
 def population_features(
-    transactions: ir.Table, users: ir.Table, windows: ir.Table, gates: ir.Table, as_of: ir.Table
+    transactions: ir.Table,
+    users: ir.Table,
+    windows: ir.Table,
+    gates: ir.Table,
+    as_of: ir.Table,
+    materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
 ) -> dict[str, ir.Table]:
     """Per merchant and per mcc: share of users allowed at `as_of` who bought there in 90 days.
 
@@ -314,10 +360,11 @@ def population_features(
         }
     )
     usable = usable_transactions(transactions, allowed).filter(ibis._[AMOUNT] > 0)
+    buyers = materialize(usable.select(CUTOFF, USER_ID, MERCHANT_ID, MCC).distinct())
     n_allowed = allowed.group_by(CUTOFF).agg(**{N_USERS_ALLOWED: allowed.count()})
 
     def share(key: str, name: str) -> ir.Table:
-        active = usable.group_by([CUTOFF, key]).agg(n_active=usable[USER_ID].nunique())
+        active = buyers.group_by([CUTOFF, key]).agg(n_active=buyers[USER_ID].nunique())
         j = active.join(n_allowed, CUTOFF)
         return j.select(
             **{AS_OF: j[CUTOFF]},

@@ -171,17 +171,22 @@ def _month_start(t: datetime) -> datetime:
     return datetime(t.year, t.month, 1, tzinfo=UTC)
 
 
+def _cache(table: ir.Table) -> ir.Table:
+    return table.cache()
+
+
 def feature_expressions(
-    sources: Sources, pairs: ir.Table, as_of: ir.Table, half_life_days: float
+    sources: Sources,
+    usable: ir.Table,
+    as_of: ir.Table,
+    half_life_days: float,
 ) -> dict[str, ir.Table]:
-    allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
-    usable = fd.usable_transactions(sources.transactions, allowed)
-    # Two passes over the transactions, each materialised once; everything else is small.
-    base = fd.window_aggregates(usable, half_life_days).cache()
-    days = fd.active_days(usable).cache()
-    affinity = fd.affinity_features(base, days)
+    """The five feature tables from usable transactions; intermediates are cached once."""
+    base = _cache(fd.window_aggregates(usable, half_life_days))
+    days = _cache(fd.active_days(usable))
+    affinity = fd.affinity_features(base, days, materialize=_cache)
     population = fd.population_features(
-        sources.transactions, sources.users, sources.windows, sources.gates, as_of
+        sources.transactions, sources.users, sources.windows, sources.gates, as_of, _cache
     )
     return {
         USER_MERCHANT: affinity["user_merchant"],
@@ -211,7 +216,9 @@ def point_in_time(
         pd.DataFrame({fd.AS_OF: pd.to_datetime(months, utc=True).astype("datetime64[us, UTC]")}),
         overwrite=True,
     )
-    exprs = feature_expressions(sources, pair_table, as_of, half_life_days)
+    allowed = fd.allowed_pairs(pair_table, sources.windows, sources.gates)
+    usable = fd.usable_transactions(sources.transactions, allowed)
+    exprs = feature_expressions(sources, usable, as_of, half_life_days)
     return FeatureTables(**{name: _sorted_frame(sources.con, name, e) for name, e in exprs.items()})
 
 
@@ -256,7 +263,13 @@ def publish_snapshot(
         ),
         overwrite=True,
     )
-    exprs = feature_expressions(sources, pairs, as_of_tbl, half_life_days)
+    # One pass over the transactions classifies every row; counts and features read the cache.
+    classified = _cache(
+        fd.classify_transactions(sources.transactions, pairs, sources.windows, sources.gates)
+    )
+    exprs = feature_expressions(
+        sources, fd.kept_transactions(classified), as_of_tbl, half_life_days
+    )
 
     features_dir.mkdir(parents=True, exist_ok=True)
     staging = features_dir / f".staging-{uuid.uuid4().hex}"
@@ -269,12 +282,13 @@ def publish_snapshot(
             row_counts[name] = _parquet_rows(path)
             if on_table_written:
                 on_table_written(name)
-        counts = con.execute(
-            fd.exclusion_counts(sources.transactions, pairs, sources.windows, sources.gates)
-        )
+        counts = con.execute(fd.exclusion_counts(classified))
         exclusions = {rule: 0 for rule in fd.EXCLUSION_RULES}
         exclusions.update(
-            {r: int(n) for r, n in zip(counts[fd.RULE], counts[fd.N_ROWS], strict=True)}
+            {
+                fd.rule_name(int(r)): int(n)
+                for r, n in zip(counts[fd.RULE], counts[fd.N_ROWS], strict=True)
+            }
         )
         kept = exclusions.pop(fd.RULE_KEPT, 0)
         content_hash = _content_hash(staging, row_counts)
@@ -319,11 +333,11 @@ def _parquet_rows(path: Path) -> int:
 
 
 def _content_hash(folder: Path, row_counts: dict[str, int]) -> str:
+    """Digest of the table files; writes are ordered by key, so equal content, equal bytes."""
     h = hashlib.sha256(json.dumps(row_counts, sort_keys=True).encode())
     for name in sorted(row_counts):
-        frame = pd.read_parquet(folder / f"{name}.parquet")
         h.update(name.encode())
-        h.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+        h.update(file_digest(folder / f"{name}.parquet").encode())
     return h.hexdigest()
 
 
