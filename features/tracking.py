@@ -295,17 +295,14 @@ def register_version(
     name: str = MODEL_NAME,
 ) -> str:
     """Register a logged model as a new version, tag it and point `alias` at it."""
-    from mlflow.exceptions import MlflowException
+    import mlflow
 
-    c = client(home)
-    try:
-        c.get_registered_model(name)
-    except MlflowException as exc:
-        if not _is_not_found(exc):
-            raise
-        c.create_registered_model(name)
-    version = c.create_model_version(name, logged_model_uri, run_id=run_id, tags=dict(tags))
-    c.set_registered_model_alias(name, alias, version.version)
+    _configure(home)
+    # register_model passes the logged model's id along, which a tracking server requires.
+    version = mlflow.register_model(logged_model_uri, name, tags=dict(tags))
+    if version.run_id and version.run_id != run_id:
+        raise RuntimeError(f"registered version {version.version} came from run {version.run_id}")
+    client(home).set_registered_model_alias(name, alias, version.version)
     return str(version.version)
 
 
