@@ -49,6 +49,7 @@ from features.erasures import read_erasures
 from features.io import MissingTableError, file_digest, table_path
 from features.job import Sources, connect, open_sources, point_in_time
 from features.policy_frames import consents_by_user, user_facts
+from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import OFFER_RANKING, SENSITIVE_MCCS, Reason, decide
 from training.config import TrainConfig
@@ -248,8 +249,6 @@ class Inputs:
 
 def load_inputs(data_dir: str | Path, with_exposures: bool = True) -> Inputs:
     """Typed, validated contract tables (features.validate); transactions stay on disk."""
-    from features.validate import load_tables
-
     data_dir = Path(data_dir)
     wanted = (USERS, CONSENTS, OFFERS) + ((EXPOSURES,) if with_exposures else ())
     tables = load_tables(data_dir, tables=wanted)
@@ -358,15 +357,12 @@ def pairs_id(user_ids: np.ndarray, shown_ns: np.ndarray, digests: Mapping[str, s
 def first_purchase(sources: Sources, user_ids: np.ndarray) -> pd.Series:
     """Earliest non-sensitive transaction per user: where their history starts (segments only)."""
     t = sources.transactions
-    wanted = sorted(set(np.asarray(user_ids, dtype=object).tolist()))
-    if not wanted:
+    wanted = pd.DataFrame({USER_ID: pd.unique(np.asarray(user_ids, dtype=object))}).astype(str)
+    if wanted.empty:
         return pd.Series([], dtype="datetime64[us, UTC]")
-    expr = (
-        t.filter(t[USER_ID].isin(wanted) & ~t[MCC].isin(sorted(SENSITIVE_MCCS)))
-        .group_by(USER_ID)
-        .agg(first=t[TS].min())
-    )
-    frame = sources.con.execute(expr)
+    users = sources.con.create_table("history_users", wanted, overwrite=True)
+    mine = t.filter(~t[MCC].isin(sorted(SENSITIVE_MCCS))).semi_join(users, USER_ID)
+    frame = sources.con.execute(mine.group_by(USER_ID).agg(first=mine[TS].min()))
     stamps = pd.to_datetime(frame["first"], utc=True).astype("datetime64[us, UTC]")
     return pd.Series(stamps.to_numpy(), index=frame[USER_ID].astype(str).to_numpy())
 

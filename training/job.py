@@ -39,6 +39,7 @@ from training.dataset import (
     TEST,
     TRAIN,
     VALID,
+    Split,
     Step,
     TrainingData,
     Windows,
@@ -370,18 +371,20 @@ def promote(
     step(f"scoring v{challenger_v} and v{champion_v} on the test window")
     scores: dict[str, float] = {}
     n_slates = 0
+    tests: dict[float, Split] = {}  # one build per feature half-life the models were trained with
     for version in (challenger_v, champion_v):
         ranker = tracking.load_model_uri(home, f"models:/{tracking.MODEL_NAME}/{version}")
         half_life = _run_half_life(home, version, config)
-        data = build_dataset(
-            source,
-            config.with_overrides(half_life_days=half_life),
-            erasures_dir=erasures_dir,
-            run_time=run_time,
-            windows=windows,
-            splits=(TEST,),
-        )
-        test = data.splits[TEST]
+        if half_life not in tests:
+            tests[half_life] = build_dataset(
+                source,
+                config.with_overrides(half_life_days=half_life),
+                erasures_dir=erasures_dir,
+                run_time=run_time,
+                windows=windows,
+                splits=(TEST,),
+            ).splits[TEST]
+        test = tests[half_life]
         X = _columns_for(test.X, ranker.feature_columns)
         values = evaluate(test.y, ranker.booster.predict(X), test.group, seed=config.seed)
         scores[version] = values[PROMOTION_METRIC]
