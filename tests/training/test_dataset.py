@@ -195,7 +195,8 @@ def test_features_are_point_in_time_and_assembled(tiny: tuple[Path, Path]) -> No
     assert built.splits[TRAIN].X.shape[1] == len(FEATURE_COLUMNS)
     # segments: history starts at the first (non-sensitive) purchase; under 30 days is "new"
     train = built.splits[TRAIN]
-    new = dict(zip(pd.to_datetime(train.shown_at, utc=True).strftime("%m-%d"), train.new_user))
+    shown = pd.to_datetime(train.shown_at, utc=True).strftime("%m-%d")
+    new = dict(zip(shown, train.new_user, strict=True))
     assert new == {"02-01": True, "03-01": False}  # 22 and 50 days after 01-10
     assert not built.splits[VALID].new_user.any()  # u6: 30 days and 10 hours
     assert built.pairs_id.startswith("pit-")
