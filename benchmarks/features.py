@@ -212,11 +212,17 @@ STEPS = {
 def run_step(name: str, data: Path, work: Path) -> dict:
     """One step in a fresh interpreter: wall time and its own peak RSS."""
     cmd = [sys.executable, __file__, "--run-step", name, "--data", str(data), "--work", str(work)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ))
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ))
+    if out.returncode != 0:
+        raise RuntimeError(f"step {name!r} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _child(name: str, data: Path, work: Path) -> None:
+    import duckdb  # noqa: F401  (imports are paid once per process, not per job)
+
+    import features.job  # noqa: F401
+
     started = time.perf_counter()
     result = STEPS[name](data, work)
     result["seconds"] = time.perf_counter() - started
@@ -241,7 +247,14 @@ def agree(work: Path) -> float:
     return float(diff.max())
 
 
+def _unshadow_package() -> None:
+    """This file is named like the `features` package; drop its folder from the import path."""
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
+
+
 def main() -> None:
+    _unshadow_package()
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -217,13 +217,12 @@ def point_in_time(
         overwrite=True,
     )
     allowed = fd.allowed_pairs(pair_table, sources.windows, sources.gates)
-    usable = fd.usable_transactions(sources.transactions, allowed)
+    usable = _cache(fd.usable_transactions(sources.transactions, allowed))  # the range join, once
     exprs = feature_expressions(sources, usable, as_of, half_life_days)
-    return FeatureTables(**{name: _sorted_frame(sources.con, name, e) for name, e in exprs.items()})
-
-
-def _sorted_frame(con: Any, name: str, expr: ir.Table) -> pd.DataFrame:
-    return con.execute(expr.order_by(TABLE_KEYS[name])).reset_index(drop=True)
+    # Unordered: assembly indexes by key, and sorting millions of string keys costs seconds.
+    # Through Arrow: the same dtypes as a snapshot read back from Parquet, and several times
+    # faster than Ibis's own pandas conversion for millions of string keys.
+    return FeatureTables(**{n: sources.con.to_pyarrow(e).to_pandas() for n, e in exprs.items()})
 
 
 # ---------------------------------------------------------------- snapshots

@@ -125,12 +125,13 @@ class FeatureSource:
     """Feature tables indexed for assembly; built once per snapshot or training set."""
 
     def __init__(self, tables: FeatureTables):
-        pair_frames = (tables.user_merchant, tables.user_mcc, tables.user)
-        users = np.concatenate([f[USER_ID].astype(str).to_numpy(dtype=object) for f in pair_frames])
-        cutoffs = np.concatenate([_ns(f[fd.CUTOFF]) for f in pair_frames])
-        self.pair_code_: dict[tuple[str, int], int] = {}
-        for key in zip(users, cutoffs.tolist(), strict=True):
-            self.pair_code_.setdefault(key, len(self.pair_code_))
+        # Every pair with usable history has a user row: the user table defines the pair codes.
+        user_keys = zip(
+            tables.user[USER_ID].astype(str).tolist(),
+            _ns(tables.user[fd.CUTOFF]).tolist(),
+            strict=True,
+        )
+        self.pair_code_: dict[tuple[str, int], int] = {key: i for i, key in enumerate(user_keys)}
         merchants = pd.concat([tables.user_merchant[MERCHANT_ID], tables.merchant_pop[MERCHANT_ID]])
         mccs = pd.concat([tables.user_mcc[MCC], tables.mcc_pop[MCC]])
         self.merchant_code_ = {m: i for i, m in enumerate(pd.unique(merchants.astype(str)))}
@@ -152,10 +153,7 @@ class FeatureSource:
     def _pair_block(
         self, frame: pd.DataFrame, item_col: str | None, codes: dict, columns: tuple[str, ...]
     ) -> _KeyedBlock:
-        first = _codes(
-            self.pair_code_,
-            list(zip(frame[USER_ID].astype(str), _ns(frame[fd.CUTOFF]).tolist(), strict=True)),
-        )
+        first = self._frame_pair_codes(frame)
         item = (
             np.zeros(len(frame), np.int64)
             if item_col is None
@@ -163,6 +161,18 @@ class FeatureSource:
         )
         values = frame[list(columns)].to_numpy(dtype=np.float64)
         return _KeyedBlock(first, item, max(len(codes), 1), values)
+
+    def _frame_pair_codes(self, frame: pd.DataFrame) -> np.ndarray:
+        """Vectorised (a hash join), since training tables have millions of rows."""
+        keys = pd.DataFrame(
+            {"u": list(k[0] for k in self.pair_code_), "c": list(k[1] for k in self.pair_code_)}
+        )
+        keys["code"] = np.arange(len(keys), dtype=np.int64)
+        rows = pd.DataFrame(
+            {"u": frame[USER_ID].astype(str).to_numpy(), "c": _ns(frame[fd.CUTOFF])}
+        )
+        merged = rows.merge(keys, on=["u", "c"], how="left", sort=False)
+        return merged["code"].fillna(-1).to_numpy(dtype=np.int64)
 
     def _as_of_block(
         self, frame: pd.DataFrame, item_col: str, codes: dict, column: str

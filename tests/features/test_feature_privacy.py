@@ -11,7 +11,7 @@ import datetime as dt
 
 import pandas as pd
 import pytest
-from frames import at, consents, features_at, transactions, users
+from frames import assert_same_tables, at, consents, features_at, transactions, users
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -102,11 +102,6 @@ def _features(rows):
     )
 
 
-def _assert_same(a, b):
-    for name, frame in a.as_dict().items():
-        pd.testing.assert_frame_equal(frame, b.as_dict()[name], check_exact=False, rtol=1e-12)
-
-
 FAST = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -114,14 +109,14 @@ FAST = settings(max_examples=10, deadline=None, suppress_health_check=[HealthChe
 @given(visible_rows(), invisible_rows())
 def test_invisible_rows_change_no_feature_of_anyone(visible, invisible):
     baseline = _features(visible)
-    _assert_same(baseline, _features(visible + invisible))
+    assert_same_tables(baseline, _features(visible + invisible))
 
 
 @FAST
 @given(visible_rows(), invisible_rows(), st.floats(min_value=0.1, max_value=10))
 def test_changing_invisible_rows_changes_nothing(visible, invisible, factor):
     changed = [(u, ts, a * factor + 1.0, m, mcc) for (u, ts, a, m, mcc) in invisible]
-    _assert_same(_features(visible + invisible), _features(visible + changed))
+    assert_same_tables(_features(visible + invisible), _features(visible + changed))
 
 
 @FAST
@@ -138,7 +133,7 @@ def test_hidden_users_have_no_rows(visible, invisible):
 @given(visible_rows(), st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=8))
 def test_rows_at_or_after_the_cutoff_change_nothing(visible, minutes):
     future = [("ok1", at(CUT) + pd.Timedelta(minutes=m), 42.0, "m1", "5411") for m in minutes]
-    _assert_same(_features(visible), _features(visible + future))
+    assert_same_tables(_features(visible), _features(visible + future))
 
 
 def test_an_erasure_after_the_cutoff_still_removes_the_user():

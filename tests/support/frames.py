@@ -84,3 +84,20 @@ def features_at(
     pair_frame = pd.DataFrame(list(pairs), columns=[c.USER_ID, CUTOFF])
     pair_frame[CUTOFF] = pd.to_datetime(pair_frame[CUTOFF], utc=True)
     return job.point_in_time(sources, pair_frame)
+
+
+def assert_same_rows(
+    got: pd.DataFrame, expected: pd.DataFrame, keys: list[str], rtol: float = 1e-9
+) -> None:
+    """Point-in-time tables come unordered; compare them in key order."""
+    pd.testing.assert_frame_equal(
+        got.sort_values(keys).reset_index(drop=True),
+        expected.sort_values(keys).reset_index(drop=True),
+        check_exact=False,
+        rtol=rtol,
+    )
+
+
+def assert_same_tables(a: FeatureTables, b: FeatureTables, rtol: float = 1e-12) -> None:
+    for name, frame in a.as_dict().items():
+        assert_same_rows(frame, b.as_dict()[name], job.TABLE_KEYS[name], rtol)
