@@ -1,0 +1,74 @@
+"""The analyst notebooks run top to bottom against runs made here; a cell error fails."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+RUN_TIME = datetime(2026, 6, 1, tzinfo=UTC)
+SNAPSHOT_AS_OF = datetime(2025, 12, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def analyst_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two training runs, a promotion and a published snapshot on 600 synthetic users."""
+    from features.job import build_snapshot
+    from offers.synth import write_synthetic
+    from training.config import TrainConfig
+    from training.job import promote, train
+
+    root = tmp_path_factory.mktemp("analyst")
+    home, data = root / "home", root / "data"
+    write_synthetic(data, n_users=600, seed=11)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OFFERS_HOME", str(home))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        build_snapshot(
+            data, home / "features", as_of=SNAPSHOT_AS_OF, erasures_dir=home / "erasures"
+        )
+        for config in (TrainConfig(n_estimators=60), TrainConfig(n_estimators=60, num_leaves=7)):
+            train(data, home=home, erasures_dir=home / "erasures", config=config, run_time=RUN_TIME)
+            promote(home=home, erasures_dir=home / "erasures", data_dir=data, run_time=RUN_TIME)
+    return home
+
+
+def _run(name: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    monkeypatch.setenv("OFFERS_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    book = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(
+        book, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(home)}}
+    ).execute()
+    return book
+
+
+def _text(book: nbformat.NotebookNode) -> str:
+    return json.dumps([cell.get("outputs", []) for cell in book.cells])
+
+
+@pytest.mark.parametrize("name", ["compare_runs.ipynb", "explore_features.ipynb"])
+def test_notebooks_are_stored_without_outputs(name: str) -> None:
+    book = nbformat.read(NOTEBOOKS / name, as_version=4)
+    code = [c for c in book.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_compare_runs_executes(analyst_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _text(_run("compare_runs.ipynb", analyst_home, monkeypatch))
+    assert "2 runs" in text
+    assert "popularity" in text and "oracle" in text  # baselines beside the model
+    assert "champion: [" in text
+
+
+def test_explore_features_executes(analyst_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = _text(_run("explore_features.ipynb", analyst_home, monkeypatch))
+    assert "sensitive_mcc" in text and "um_decayed_spend" in text
