@@ -15,7 +15,7 @@ _EXPORTS = {
     "RankedOffer": "serving.scorer",
     "RequestError": "serving.scorer",
     "ModelMismatchError": "serving.scorer",
-    "ErasureWatcher": "serving.scorer",
+    "ReloadWatcher": "serving.scorer",
     "create_app": "serving.app",
     "score_batch": "serving.batch",
     "BatchReport": "serving.batch",

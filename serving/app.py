@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.scorer import CHANNEL_API, MAX_K, ErasureWatcher, RequestError, Scorer
+from serving.scorer import CHANNEL_API, MAX_K, ReloadWatcher, RequestError, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def create_app(
 ) -> FastAPI:
     """The app around one Scorer; tokens default to the environment, and none means no start.
 
-    While the app runs (its lifespan), an ErasureWatcher reloads the Scorer within
-    `watch_erasures_s` seconds of an erasure, in every worker process.
+    While the app runs (its lifespan), a ReloadWatcher reloads the Scorer within
+    `watch_erasures_s` seconds of an erasure or of a reload requested from any worker.
     """
     api_tokens = list(tokens) if tokens is not None else read_tokens()
     if not api_tokens:
@@ -164,7 +164,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watcher = ErasureWatcher(scorer, watch_s).start() if watch_s > 0 else None
+        watcher = ReloadWatcher(scorer, watch_s).start() if watch_s > 0 else None
         try:
             yield
         finally:
@@ -226,9 +226,9 @@ def create_app(
 
     @app.post("/v1/reload", tags=["ops"], dependencies=[Depends(administrator)])
     def reload() -> JSONResponse:
-        """Re-resolve the champion, snapshot, data and erasures (this worker only)."""
+        """Re-resolve the champion, snapshot, data and erasures here; other workers follow."""
         try:
-            state = scorer.reload()
+            state = scorer.request_reload()
         except (LookupError, OSError, ValueError, RuntimeError) as exc:
             log.exception("reload failed; still serving %s", scorer.state.describe())
             return JSONResponse(

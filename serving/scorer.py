@@ -14,7 +14,9 @@ the function training uses), and offers must be active at the request's `now`.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,6 +49,9 @@ from serving.explain import (
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+SERVING_DIR = "serving"  # under OFFERS_HOME: coordination between server workers
+RELOAD_MARKER = "reload-requested"
+Signature = tuple[int, int, int] | None
 HALF_LIFE_PARAM = "half_life_days"  # run param of training, field of the snapshot manifest
 MAX_K = 100
 CHANNEL_API = "api"
@@ -192,7 +197,7 @@ class ServingState:
     users: dict[str, UserFacts]
     policy_version: str
     loaded_at: datetime
-    register_signature: tuple[int, int] | None = None  # the erasure register as read
+    watched: tuple[Signature, ...] = ()  # the erasure register and reload marker as read
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -276,7 +281,7 @@ def load_state(
         )
     cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
     frames = load_tables(Path(data_dir), tables=(USERS, CONSENTS, OFFERS))
-    signature = register_signature(home / "erasures" / REGISTER)  # before reading: never stale
+    watched = tuple(signature(p) for p in watched_paths(home))  # before reading: never stale
     erased = read_erasures(home / "erasures")
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
@@ -301,17 +306,22 @@ def load_state(
         },
         policy_version=current_policy,
         loaded_at=datetime.now(UTC),
-        register_signature=signature,
+        watched=watched,
     )
 
 
-def register_signature(path: Path) -> tuple[int, int] | None:
-    """(mtime, size) of the erasure register; it only ever grows."""
+def watched_paths(home: Path) -> tuple[Path, Path]:
+    """Files whose change makes every worker reload: the erasure register, the reload marker."""
+    return (home / "erasures" / REGISTER, home / SERVING_DIR / RELOAD_MARKER)
+
+
+def signature(path: Path) -> Signature:
+    """(inode, mtime, size): the register only grows; the marker is replaced on each request."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None
-    return (st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _ns(t: datetime) -> int:
@@ -365,9 +375,18 @@ class Scorer:
         log.info("scorer reloaded: %s", state.describe())
         return state
 
-    def erasure_register(self) -> Path:
-        """Where features.erasures keeps the register (OFFERS_HOME/erasures)."""
-        return self.home / "erasures" / REGISTER
+    def request_reload(self) -> ServingState:
+        """Reload here, and ask every other worker on this OFFERS_HOME to reload too.
+
+        `POST /v1/reload` reaches one worker of `offers serve --workers N`; the marker it
+        replaces is what the other workers' ReloadWatchers see.
+        """
+        marker = watched_paths(self.home)[1]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
+        tmp.write_text(f"{datetime.now(UTC).isoformat()} pid {os.getpid()}\n", encoding="utf-8")
+        os.replace(tmp, marker)
+        return self.reload()
 
     # ------------------------------------------------------------------ requests
 
@@ -567,34 +586,33 @@ class Scorer:
         return out
 
 
-class ErasureWatcher:
-    """Reloads a Scorer when the erasure register changes, from a background thread.
+class ReloadWatcher:
+    """Reloads a Scorer when the erasure register or the reload marker changes.
 
-    Why: `POST /v1/reload` reaches one worker of `offers serve --workers N`; an erasure must
-    reach them all, and soon. The watcher stats one small file every `interval_s` seconds (never
-    on the request path) and runs the same full reload, which also drops the user's in-memory
-    feature rows. A failed reload is logged and retried at the next change or tick.
+    Why: `POST /v1/reload` reaches one worker of `offers serve --workers N`, and an erasure must
+    reach them all, and soon. From a background thread (never the request path) the watcher
+    stats two small files every `interval_s` seconds and runs the same full reload, which also
+    drops an erased user's in-memory feature rows. A failed reload keeps the old state, is
+    logged once per change and retried every tick.
     """
 
     def __init__(self, scorer: Scorer, interval_s: float) -> None:
         self.scorer = scorer
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._failed: tuple[int, int] | None = None
+        self._failed: tuple[Signature, ...] | None = None
         self._thread = threading.Thread(target=self._run, name="erasure-watcher", daemon=True)
 
     def check(self) -> bool:
         """Reload when the register differs from what the state read; True when it did."""
-        now = register_signature(self.scorer.erasure_register())
-        if now == self.scorer.state.register_signature:
+        now = tuple(signature(p) for p in watched_paths(self.scorer.home))
+        if now == self.scorer.state.watched:
             return False
         try:
             self.scorer.reload()
         except (LookupError, OSError, ValueError, RuntimeError):
             if now != self._failed:  # log once per change, retry every tick
-                log.exception(
-                    "reload after an erasure failed; retrying every %.1f s", self.interval_s
-                )
+                log.exception("watched reload failed; retrying every %.1f s", self.interval_s)
             self._failed = now
             return False
         return True
@@ -603,7 +621,7 @@ class ErasureWatcher:
         while not self._stop.wait(self.interval_s):
             self.check()
 
-    def start(self) -> ErasureWatcher:
+    def start(self) -> ReloadWatcher:
         self._thread.start()
         return self
 

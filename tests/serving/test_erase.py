@@ -14,7 +14,7 @@ from features.erasures import read_erasures
 from serving.app import create_app
 from serving.audit import AuditLog
 from serving.erase import erase
-from serving.scorer import ErasureWatcher
+from serving.scorer import ReloadWatcher
 
 TOKEN, ADMIN = "erase-api-token", "erase-admin-token"
 
@@ -139,7 +139,7 @@ def test_a_running_app_denies_within_seconds_without_a_reload(world: World) -> N
 
 def test_the_watcher_keeps_serving_when_a_reload_fails(world: World) -> None:
     scorer = world.scorer()
-    watcher = ErasureWatcher(scorer, interval_s=60)
+    watcher = ReloadWatcher(scorer, interval_s=60)
     assert watcher.check() is False  # nothing changed
     old = scorer.state
     scorer.model_alias = "gone"  # the next reload fails
@@ -151,3 +151,15 @@ def test_the_watcher_keeps_serving_when_a_reload_fails(world: World) -> None:
         scorer.rank("u_cold", "offer_ranking", now=pd.Timestamp(NOW)).reason_code
         == "CONSENT_REVOKED"
     )
+
+
+def test_a_reload_requested_in_one_worker_reaches_the_others(world: World) -> None:
+    """Two Scorers on one OFFERS_HOME stand for two `offers serve` worker processes."""
+    first, second = world.scorer(), world.scorer()
+    watcher = ReloadWatcher(second, interval_s=60)
+    assert watcher.check() is False
+    world.version = "2"
+    first.request_reload()
+    assert first.state.model_version == "2" and second.state.model_version == "1"
+    assert watcher.check() is True and second.state.model_version == "2"
+    assert ReloadWatcher(first, interval_s=60).check() is False  # it already has it
