@@ -200,9 +200,14 @@ def _train_config(config: Path | None):  # -> training.config.TrainConfig
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Folder with the contract tables.")],
+    data: Annotated[
+        Path, typer.Option("--data", exists=True, file_okay=False, help="Contract tables folder.")
+    ],
     config: Annotated[
-        Path | None, typer.Option("--config", help="Training config (.json or .toml).")
+        Path | None,
+        typer.Option(
+            "--config", exists=True, dir_okay=False, help="Training config (.json/.toml)."
+        ),
     ] = None,
     experiment: Annotated[
         str | None, typer.Option("--experiment", help="MLflow experiment (default offer-ranking).")
@@ -285,9 +290,14 @@ def promote(
 
 @app.command()
 def predict(
-    data: Annotated[Path, typer.Option("--data", help="Folder with the contract tables.")],
+    data: Annotated[
+        Path, typer.Option("--data", exists=True, file_okay=False, help="Contract tables folder.")
+    ],
     exposures: Annotated[
-        Path, typer.Option("--exposures", help="Rows to score: user_id, offer_id, shown_at.")
+        Path,
+        typer.Option(
+            "--exposures", exists=True, dir_okay=False, help="Rows: user_id, offer_id, shown_at."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Output file (.parquet or .csv).")],
     model: Annotated[
