@@ -207,3 +207,15 @@ def test_a_failed_reload_keeps_serving_the_old_model(client: TestClient, world: 
     response = client.post("/v1/reload", headers={"Authorization": f"Bearer {ADMIN}"})
     assert response.status_code == 503 and "still serving" in response.json()["detail"]
     assert _rank(client, user_id="u_ok", purpose="offer_ranking").json()["model"]["version"] == "1"
+
+
+def test_offers_serve_refuses_to_start_without_tokens(world: World, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from offers.cli import app
+
+    monkeypatch.delenv("OFFERS_API_TOKENS", raising=False)
+    monkeypatch.delenv("OFFERS_API_TOKENS_FILE", raising=False)
+    result = CliRunner().invoke(app, ["serve", "--data", str(world.data), "--port", "9"])
+    assert result.exit_code == 2
+    assert "refusing to start" in result.output
