@@ -32,7 +32,7 @@ ADMIN_TOKEN_ENV = "OFFERS_ADMIN_TOKEN"  # for POST /v1/reload
 DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users, consents, offers)
 MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
 REPLAY_ENV = "OFFERS_ALLOW_PAST_NOW"  # "1": accept a past `now` (replays, synthetic data)
-WATCH_ENV = "OFFERS_WATCH_ERASURES_S"  # seconds between looks at the erasure register; 0: off
+WATCH_ENV = "OFFERS_RELOAD_WATCH_S"  # seconds between looks at the watched files; 0: off
 DEFAULT_WATCH_S = 2.0
 HOME_ENV = "OFFERS_HOME"  # as offers.settings reads it (serving may not import offers/)
 DEFAULT_HOME = ".offers"
@@ -126,12 +126,12 @@ def create_app(
     *,
     tokens: Sequence[str] | None = None,
     admin_token: str | None = None,
-    watch_erasures_s: float | None = None,
+    watch_s: float | None = None,
 ) -> FastAPI:
     """The app around one Scorer; tokens default to the environment, and none means no start.
 
     While the app runs (its lifespan), a ReloadWatcher reloads the Scorer within
-    `watch_erasures_s` seconds of an erasure or of a reload requested from any worker.
+    `watch_s` seconds of an erasure or of a reload requested from any worker.
     """
     api_tokens = list(tokens) if tokens is not None else read_tokens()
     if not api_tokens:
@@ -156,11 +156,7 @@ def create_app(
         if not admin or not _matches(creds.credentials, [admin]):
             raise _AuthError(f"invalid admin token (set {ADMIN_TOKEN_ENV} to enable reloads)")
 
-    watch_s = (
-        watch_erasures_s
-        if watch_erasures_s is not None
-        else float(os.environ.get(WATCH_ENV, DEFAULT_WATCH_S))
-    )
+    watch_s = watch_s if watch_s is not None else float(os.environ.get(WATCH_ENV, DEFAULT_WATCH_S))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -126,7 +126,7 @@ def test_an_empty_user_id_is_refused(world: World) -> None:
 
 def test_a_running_app_denies_within_seconds_without_a_reload(world: World) -> None:
     """The watcher (one per worker process) reloads on its own when the register changes."""
-    app = create_app(world.scorer, tokens=[TOKEN], admin_token=ADMIN, watch_erasures_s=0.05)
+    app = create_app(world.scorer, tokens=[TOKEN], admin_token=ADMIN, watch_s=0.05)
     with TestClient(app) as client:  # runs the lifespan, which starts the watcher
         assert _rank(client, "u_ok")["status"] == 200
         erase(world.home, world.data, "u_ok")

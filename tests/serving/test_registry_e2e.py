@@ -182,7 +182,7 @@ def test_a_real_server_with_two_workers_and_an_erasure(registered: Registered, t
         "MLFLOW_TRACKING_URI": registered.tracking_uri,
         "OFFERS_API_TOKENS": TOKEN,
         "OFFERS_ADMIN_TOKEN": ADMIN,
-        "OFFERS_WATCH_ERASURES_S": "0.2",
+        "OFFERS_RELOAD_WATCH_S": "0.2",
         "OMP_WAIT_POLICY": "PASSIVE",
     }
     command = [str(BIN / "offers"), "serve", "--data", str(registered.data), "--host", "127.0.0.1",
