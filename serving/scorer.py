@@ -249,6 +249,9 @@ def load_state(
 ) -> ServingState:
     """Model, snapshot, catalogue, consents and erasures; fails loudly on any mismatch."""
     home = Path(home)
+    # Taken before anything is read: an erasure landing mid-load makes the watcher load again,
+    # so the erased user's snapshot rows cannot survive in memory.
+    watched = tuple(signature(p) for p in watched_paths(home))
     model = (model_loader or _default_loader)(home, model_alias)
     columns = list(model.feature_columns)
     if columns != list(FEATURE_COLUMNS):
@@ -281,7 +284,6 @@ def load_state(
         )
     cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
     frames = load_tables(Path(data_dir), tables=(USERS, CONSENTS, OFFERS))
-    watched = tuple(signature(p) for p in watched_paths(home))  # before reading: never stale
     erased = read_erasures(home / "erasures")
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
