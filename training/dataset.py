@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features import definitions as fd
 from features.contract import (
     CONSENTS,
     ENDS_AT,
@@ -40,11 +41,9 @@ from features.contract import (
     SHOWN_AT,
     SLATE_ID,
     TRANSACTIONS,
-    TS,
     USER_ID,
     USERS,
 )
-from features.definitions import CUTOFF
 from features.erasures import read_erasures
 from features.io import MissingTableError, file_digest, table_path
 from features.job import Sources, connect, open_sources, point_in_time
@@ -339,32 +338,40 @@ def feature_matrix(
 ) -> np.ndarray:
     """Point-in-time features as of each shown_at, through the one assembly function."""
     stamps = pd.Series(shown_at).reset_index(drop=True).astype("datetime64[us, UTC]")
-    pairs = pd.DataFrame({USER_ID: np.asarray(user_ids, dtype=object), CUTOFF: stamps})
+    pairs = pd.DataFrame({USER_ID: np.asarray(user_ids, dtype=object), fd.CUTOFF: stamps})
     tables = point_in_time(sources, pairs, half_life_days)
     return assemble(FeatureSource(tables), list(user_ids), _ns(stamps), offers)
 
 
 def pairs_id(user_ids: np.ndarray, shown_ns: np.ndarray, digests: Mapping[str, str]) -> str:
     """Names the feature rows a model saw: the (user, cutoff) pairs and the sources' digests."""
-    frame = pd.DataFrame({USER_ID: user_ids, CUTOFF: shown_ns}).drop_duplicates()
-    frame = frame.sort_values([CUTOFF, USER_ID], kind="stable")
+    frame = pd.DataFrame({USER_ID: user_ids, fd.CUTOFF: shown_ns}).drop_duplicates()
+    frame = frame.sort_values([fd.CUTOFF, USER_ID], kind="stable")
     h = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
     for name in sorted(digests):
         h.update(f"{name}={digests[name]}".encode())
     return f"pit-{h.hexdigest()[:12]}"
 
 
-def first_purchase(sources: Sources, user_ids: np.ndarray) -> pd.Series:
-    """Earliest non-sensitive transaction per user: where their history starts (segments only)."""
-    t = sources.transactions
-    wanted = pd.DataFrame({USER_ID: pd.unique(np.asarray(user_ids, dtype=object))}).astype(str)
-    if wanted.empty:
-        return pd.Series([], dtype="datetime64[us, UTC]")
-    users = sources.con.create_table("history_users", wanted, overwrite=True)
-    mine = t.filter(~t[MCC].isin(sorted(SENSITIVE_MCCS))).semi_join(users, USER_ID)
-    frame = sources.con.execute(mine.group_by(USER_ID).agg(first=mine[TS].min()))
-    stamps = pd.to_datetime(frame["first"], utc=True).astype("datetime64[us, UTC]")
-    return pd.Series(stamps.to_numpy(), index=frame[USER_ID].astype(str).to_numpy())
+def history_days(sources: Sources, user_ids: np.ndarray, shown_at: pd.Series) -> np.ndarray:
+    """Days of usable history at each cutoff (age of the oldest usable transaction; NaN: none).
+
+    "Usable" is the feature engine's own gate (consented, non-sensitive, before the cutoff,
+    inside the look-back), so the new-user segment sees exactly what the model can see.
+    """
+    stamps = pd.Series(shown_at).reset_index(drop=True).astype("datetime64[us, UTC]")
+    rows = pd.DataFrame(
+        {USER_ID: np.asarray(user_ids, dtype=object).astype(str), fd.CUTOFF: stamps}
+    )
+    pairs = sources.con.create_table("history_pairs", rows.drop_duplicates(), overwrite=True)
+    allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
+    usable = fd.usable_transactions(sources.transactions, allowed)
+    oldest = sources.con.execute(
+        usable.group_by([USER_ID, fd.CUTOFF]).agg(days=usable[fd.AGE_DAYS].max())
+    )
+    oldest[fd.CUTOFF] = pd.to_datetime(oldest[fd.CUTOFF], utc=True).astype("datetime64[us, UTC]")
+    oldest[USER_ID] = oldest[USER_ID].astype(str)
+    return rows.merge(oldest, on=[USER_ID, fd.CUTOFF], how="left")["days"].to_numpy(np.float64)
 
 
 def offer_index(offers: pd.DataFrame, offer_ids: pd.Series) -> np.ndarray:
@@ -480,9 +487,8 @@ def build_dataset(
     )
     tick("features")
 
-    first = first_purchase(sources, sel_users)
-    history = sel[SHOWN_AT] - pd.Series(sel_users).map(first).astype("datetime64[us, UTC]")
-    new_user = (history.isna() | (history < pd.Timedelta(days=config.new_user_days))).to_numpy()
+    history = history_days(sources, sel_users, sel[SHOWN_AT])
+    new_user = ~(history >= config.new_user_days)  # NaN (no usable history) is new too
     shown_ns = _ns(sel[SHOWN_AT])
     oracle = _oracle_scores(inputs.oracle, sel)
     tick("segments")
