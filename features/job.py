@@ -277,7 +277,7 @@ def publish_snapshot(
         row_counts = {}
         for name, expr in exprs.items():
             path = staging / f"{name}.parquet"
-            con.to_parquet(expr.order_by(TABLE_KEYS[name]), path)
+            _write_table(con, expr.order_by(TABLE_KEYS[name]), path)
             row_counts[name] = _parquet_rows(path)
             if on_table_written:
                 on_table_written(name)
@@ -325,6 +325,19 @@ def publish_snapshot(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _write_table(con: Any, ordered: ir.Table, path: Path) -> None:
+    """One Parquet file per table, rows in key order, whatever the engine.
+
+    DuckDB streams the file itself. Spark would write a folder of part files, so its rows are
+    collected through Arrow and written here: the tables are aggregates, small next to the
+    transactions, and one file keeps `load_snapshot`, the content hash and erasure unchanged.
+    """
+    if con.name == "duckdb":
+        con.to_parquet(ordered, path)
+    else:
+        pq.write_table(con.to_pyarrow(ordered), path)
 
 
 def _parquet_rows(path: Path) -> int:

@@ -1,0 +1,147 @@
+"""The Spark side of the feature job: one SparkSession and the Ibis PySpark backend on it.
+
+Why a module of its own: `features.definitions` stays backend-free; everything that knows about
+Spark (the session's configuration, the master URL) lives here and is imported only when
+`engine="spark"` is chosen. pyspark itself is imported inside the functions, so the default
+install (DuckDB only) never needs it.
+
+One session per process: `SparkSession.builder.getOrCreate()` hands back the running session,
+so a CLI that first calls `spark_session(master)` and then `features.job.connect("spark")` (or
+a test suite that builds many snapshots) pays the JVM start-up once.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from typing import Any
+
+DEFAULT_MASTER = "local[2]"
+MASTER_ENV = "OFFERS_SPARK_MASTER"
+# spark-submit starts the JVM first and tells the Python driver where it is through this
+# variable; the master then comes from spark-submit's --master and is not overridden here.
+_SUBMIT_GATEWAY_ENV = "PYSPARK_GATEWAY_PORT"
+
+# Small on purpose: the tables are aggregates, and on a laptop or CI runner the default 200
+# shuffle partitions cost more in task overhead than they save. Raise them on a cluster with
+# `--conf spark.sql.shuffle.partitions=...` (spark-submit) or `conf=` below.
+DEFAULT_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",  # instants stay UTC whatever the machine's zone
+    "spark.sql.shuffle.partitions": "4",
+    "spark.default.parallelism": "4",
+    "spark.driver.memory": "4g",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",  # toPandas/createDataFrame via Arrow
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",  # fail, never go slow
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",
+    "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
+}
+
+
+def default_master() -> str | None:
+    """The master to ask for: $OFFERS_SPARK_MASTER, spark-submit's (None), else local[2]."""
+    if os.environ.get(MASTER_ENV):
+        return os.environ[MASTER_ENV]
+    if os.environ.get(_SUBMIT_GATEWAY_ENV):
+        return None
+    return DEFAULT_MASTER
+
+
+def spark_session(
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+    app_name: str = "offers",
+) -> Any:
+    """The process's SparkSession, started on first call with the project's configuration.
+
+    A later call returns the running session (a JVM cannot change its master or driver
+    memory once started); runtime SQL settings from `conf` are applied to it either way.
+    """
+    from pyspark.sql import SparkSession
+
+    settings = {**DEFAULT_CONF, **(conf or {})}
+    active = SparkSession.getActiveSession()
+    if active is None:
+        os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")  # pandas-on-Spark warns otherwise
+        builder = SparkSession.builder.appName(app_name)
+        master = master or default_master()
+        if master:
+            builder = builder.master(master)
+        # Managed tables (Ibis's create_table) go to a private folder, never the working dir.
+        warehouse = tempfile.mkdtemp(prefix="offers-spark-warehouse-")
+        settings.setdefault("spark.sql.warehouse.dir", warehouse)
+        settings.setdefault("spark.local.dir", tempfile.mkdtemp(prefix="offers-spark-local-"))
+        for key, value in settings.items():
+            builder = builder.config(key, value)
+        session = builder.getOrCreate()
+        session.sparkContext.setLogLevel("WARN")
+        return session
+    for key, value in settings.items():
+        if key.startswith("spark.sql.") and key != "spark.sql.warehouse.dir":
+            active.conf.set(key, value)
+    return active
+
+
+def spark_backend(master: str | None = None, conf: dict[str, str] | None = None) -> Any:
+    """An Ibis PySpark backend on the process's session (UTC, local[2] unless told otherwise)."""
+    session = spark_session(master, conf)
+    return _utc_backend_class()().connect(session)
+
+
+@functools.cache
+def _utc_backend_class() -> type:
+    """Ibis's PySpark backend, with instants handed back as UTC instants.
+
+    Spark's TIMESTAMP is an instant (the session renders it in UTC), but Ibis 12 maps it to a
+    naive timestamp, so Arrow results would lose the zone DuckDB keeps. Marking naive columns
+    as UTC reinterprets nothing: Arrow keeps the same microseconds since the epoch.
+    """
+    import ibis
+    from ibis.backends.pyspark import Backend
+    from ibis.backends.pyspark.datatypes import PySparkSchema
+
+    ibis.load_backend("pyspark")  # registers ibis.options.pyspark, which the compiler reads
+
+    class UtcPySparkBackend(Backend):
+        def to_pyarrow(self, expr: Any, /, **kwargs: Any) -> Any:
+            return _as_utc(super().to_pyarrow(expr, **kwargs))
+
+        def create_table(self, name: str, /, obj: Any = None, **kwargs: Any) -> Any:
+            """Frames from the driver become session views: no warehouse write, no re-read."""
+            if obj is None or isinstance(obj, ibis.Expr) or set(kwargs) - {"overwrite"}:
+                return super().create_table(name, obj, **kwargs)
+            if not kwargs.get("overwrite") and self._session.catalog.tableExists(name):
+                raise ValueError(f"table {name!r} exists; pass overwrite=True to replace it")
+            table = ibis.memtable(obj)
+            frame = table.op().data.to_frame()
+            schema = PySparkSchema.from_ibis(table.schema())
+            self._session.createDataFrame(frame, schema=schema).createOrReplaceTempView(name)
+            return self.table(name)
+
+    return UtcPySparkBackend
+
+
+def _as_utc(data: Any) -> Any:
+    """Naive timestamp columns of an Arrow table (or a lone array) marked UTC."""
+    import pyarrow as pa
+
+    def utc(t: pa.DataType) -> pa.DataType:
+        return pa.timestamp(t.unit, tz="UTC") if pa.types.is_timestamp(t) and not t.tz else t
+
+    if isinstance(data, pa.Table):
+        return data.cast(pa.schema([f.with_type(utc(f.type)) for f in data.schema]))
+    if isinstance(data, pa.Array | pa.ChunkedArray):
+        return data.cast(utc(data.type))
+    return data
+
+
+def stop_session() -> None:
+    """Stop the process's session (tests and the CLI end with it; the JVM exits with Python)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
