@@ -90,11 +90,12 @@ def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
 
 def _read_transactions(con: Any, data_dir: Path) -> ir.Table:
     path = table_path(data_dir, TRANSACTIONS)
-    raw = (
-        con.read_parquet(path)
-        if path.suffix == ".parquet"
-        else con.read_csv(path, all_varchar=True)
-    )
+    if path.suffix == ".parquet":
+        raw = con.read_parquet(path)
+    elif con.name == "duckdb":
+        raw = con.read_csv(path, all_varchar=True)
+    else:  # Spark: every column a string too (its reader's header defaults to Ibis's True)
+        raw = con.read_csv(path, inferSchema=False)
     missing = {TXN_ID, USER_ID, TS, AMOUNT, MERCHANT_ID, MCC} - set(raw.columns)
     if missing:
         raise ValueError(f"{TRANSACTIONS}: {path} lacks columns {sorted(missing)}")
