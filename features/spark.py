@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import tempfile
 from typing import Any
 
@@ -65,7 +66,10 @@ def spark_session(
     settings = {**DEFAULT_CONF, **(conf or {})}
     active = SparkSession.getActiveSession()
     if active is None:
-        os.environ.setdefault("PYARROW_IGNORE_TIMEZONE", "1")  # pandas-on-Spark warns otherwise
+        # Python workers run this interpreter (the venv with the project), never a `python3`
+        # found on PATH, and LightGBM's OpenMP threads must not spin between calls.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         builder = SparkSession.builder.appName(app_name)
         master = master or default_master()
         if master:
