@@ -68,17 +68,25 @@ def _parse_instant(text: str | None, what: str) -> datetime | None:
     return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
 
 
+SPARK_MASTER_HELP = "Spark master URL (default local[2]; under spark-submit, its --master)."
+
+
 @features_app.command("build")
 def features_build(
     data: Path = typer.Option(..., help="Folder with the contract tables."),
     as_of: str | None = typer.Option(None, help="Cutoff (ISO 8601, naive = UTC); default now."),
     half_life_days: float = typer.Option(30.0, help="Half-life of the decayed spend, days."),
     engine: str = typer.Option("duckdb", help="duckdb (default) or spark."),
+    spark_master: Annotated[str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")] = None,
 ) -> dict:
     """Build a consent-filtered snapshot as of one cutoff and publish it atomically."""
     from features.job import build_snapshot
 
     settings = load_settings()
+    if engine == "spark":
+        from features.spark import spark_session
+
+        spark_session(spark_master)  # the session the job's backend then runs on
     manifest = build_snapshot(
         data,
         settings.features_dir,
@@ -374,10 +382,20 @@ def score_batch_cmd(
     now: str | None = typer.Option(None, help="Decision time (ISO 8601, naive = UTC); default now."),
     alias: str = typer.Option("champion", help="Registry alias to score with."),
     allow_past_now: bool = typer.Option(False, help="Replay mode: accept a past --now."),
+    engine: Annotated[str, typer.Option(help="local (joblib processes) or spark (--jobs partitions).")] = "local",
+    spark_master: Annotated[str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")] = None,
 ):
     """Top k for every user, with the same policy decision and one audit record per user."""
+    from functools import partial
+
     from serving.batch import score_batch
 
+    if engine not in ("local", "spark"):
+        raise typer.BadParameter(f"--engine: {engine!r} is not local or spark")
+    if engine == "spark":
+        from serving.spark_batch import score_batch_spark
+
+        score_batch = partial(score_batch_spark, spark_master=spark_master)
     report = score_batch(
         load_settings().home,
         data,
