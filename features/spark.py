@@ -84,15 +84,26 @@ def spark_session(
         session.sparkContext.setLogLevel("WARN")
         return session
     for key, value in settings.items():
-        if key.startswith("spark.sql.") and key != "spark.sql.warehouse.dir":
+        if _is_runtime_sql(key):
             active.conf.set(key, value)
     return active
 
 
 def spark_backend(master: str | None = None, conf: dict[str, str] | None = None) -> Any:
-    """An Ibis PySpark backend on the process's session (UTC, local[2] unless told otherwise)."""
-    session = spark_session(master, conf)
-    return _utc_backend_class()().connect(session)
+    """An Ibis PySpark backend on the process's Spark context (UTC, local[2] unless told otherwise).
+
+    Each backend gets its own session on the shared context (`newSession`): its own temporary
+    views, as each DuckDB connection is its own database, so two jobs in one process never see
+    each other's `user_gates` or `pit_pairs`; the JVM, executors and cache are shared.
+    """
+    settings = {**DEFAULT_CONF, **(conf or {})}
+    session = spark_session(master, conf).newSession()
+    runtime = {k: v for k, v in settings.items() if _is_runtime_sql(k)}
+    return _utc_backend_class()().connect(session, **runtime)
+
+
+def _is_runtime_sql(key: str) -> bool:
+    return key.startswith("spark.sql.") and key != "spark.sql.warehouse.dir"
 
 
 @functools.cache
