@@ -24,6 +24,8 @@ test: $(STAMP)
 
 test-spark: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,spark]' 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import pyspark, ibis.backends.pyspark"
+	java -version
 	$(BIN)/python -m pytest -q -m spark
 
 lint: $(STAMP)

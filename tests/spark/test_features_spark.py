@@ -14,7 +14,7 @@ from features import job
 
 pytestmark = [
     pytest.mark.spark,
-    # pyspark 4.0 passes copy= to pandas 3 astype (fixed upstream in later pysparks)
+    # pyspark 4.0 passes copy= to pandas 3's astype, which pandas deprecates
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
 ]
 
