@@ -4,6 +4,9 @@ Two attribution methods, both additive (contributions + bias = the raw model sco
 - `PATH` (default): the change in a tree's expected value at each split on the path the row takes,
   credited to the split's feature ("Saabas" attributions). Precomputed per (tree, leaf) at load,
   so a request costs one `pred_leaf` call and a gather: about the price of the prediction itself.
+  The same leaves also give the score (the sum of their outputs in tree order, as LightGBM adds
+  them), so a small request needs a single call into LightGBM; `PathExplainer.exact_on` checks
+  at load that these sums equal `Booster.predict` bit for bit, else serving calls predict.
 - `SHAP`: LightGBM's `pred_contrib=True` (TreeSHAP). Exact Shapley values, but on a 300-tree,
   63-leaf model it costs ~15 ms per row, 10x the whole request budget; kept for audits and
   for the test that checks both methods tell the same story.
@@ -80,6 +83,10 @@ class PathExplainer:
             self.bias += root_value
             self._walk(t, root, np.zeros(n_features), root_value)
         self._tree_idx = np.arange(len(trees))
+        self.leaf_output = np.zeros((len(trees), max_leaves), dtype=np.float64)
+        for t, tree in enumerate(trees):
+            for leaf in range(tree["num_leaves"]):
+                self.leaf_output[t, leaf] = booster.get_leaf_output(t, leaf)
 
     def _walk(self, t: int, node: dict[str, Any], path: np.ndarray, value: float) -> None:
         stack = [(node, path, value)]
@@ -98,11 +105,27 @@ class PathExplainer:
                 step[feature] += child_value - value
                 stack.append((child, step, child_value))
 
-    def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
-        """rows x features; each row sums, with `bias`, to the row's raw score."""
-        leaves = booster.predict(X, pred_leaf=True, num_threads=1).astype(np.int64)
-        leaves = leaves.reshape(len(X), -1)
+    def leaves(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+        """rows x trees: the leaf each row reaches (one thread)."""
+        out = booster.predict(X, pred_leaf=True, num_threads=1)
+        return out.astype(np.int64).reshape(len(X), -1)
+
+    def scores(self, leaves: np.ndarray) -> np.ndarray:
+        """Raw scores: leaf outputs added tree by tree, in LightGBM's order (a sequential sum)."""
+        return np.cumsum(self.leaf_output[self._tree_idx, leaves], axis=1)[:, -1]
+
+    def exact_on(self, booster: lgb.Booster, X: np.ndarray) -> bool:
+        """Do leaf sums reproduce `predict` exactly on X (no output transform, same trees)?"""
+        if len(X) == 0 or booster.num_trees() != len(self._tree_idx):
+            return False
+        return bool(np.array_equal(self.scores(self.leaves(booster, X)), booster.predict(X)))
+
+    def contributions_of(self, leaves: np.ndarray) -> np.ndarray:
+        """rows x features from the rows' leaves; each row sums, with `bias`, to its raw score."""
         return self.contrib[self._tree_idx, leaves].sum(axis=1)
+
+    def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+        return self.contributions_of(self.leaves(booster, X))
 
 
 def shap_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:

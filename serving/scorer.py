@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from features import definitions as fd
-from features.contract import CONSENTS, MCC, OFFERS, USERS
+from features.contract import CONSENTS, MCC, OFFERS, USER_ID, USERS
 from features.erasures import REGISTER, read_erasures
 from features.job import load_snapshot
 from features.policy_frames import consents_by_user, user_facts
+from features.tables import FeatureTables
 from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import SENSITIVE_MCCS, Consent, Decision, UserFacts, as_utc, decide, policy_version
@@ -49,6 +50,7 @@ from serving.explain import (
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+LEAF_SCORE_MAX_ROWS = 4096  # beyond: predict, then leaves of the top k only (batch chunks)
 SERVING_DIR = "serving"  # under OFFERS_HOME: coordination between server workers
 RELOAD_MARKER = "reload-requested"
 Signature = tuple[int, int, int] | None
@@ -198,6 +200,7 @@ class ServingState:
     policy_version: str
     loaded_at: datetime
     watched: tuple[Signature, ...] = ()  # the erasure register and reload marker as read
+    leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -287,14 +290,17 @@ def load_state(
     erased = read_erasures(home / "erasures")
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
+    source = FeatureSource(tables)
+    explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS))
+    probe = _probe_matrix(source, tables, offers, _ns(cutoff))
     return ServingState(
         booster=model.booster,
         model_name=str(model.name),
         model_version=str(model.version),
         model_alias=model_alias,
-        explainer=PathExplainer(model.booster, len(FEATURE_COLUMNS)),
+        explainer=explainer,
         reasons=ReasonWriter(FEATURE_COLUMNS),
-        source=FeatureSource(tables),
+        source=source,
         snapshot_id=str(manifest["snapshot_id"]),
         cutoff=cutoff,
         cutoff_ns=_ns(cutoff),
@@ -309,7 +315,21 @@ def load_state(
         policy_version=current_policy,
         loaded_at=datetime.now(UTC),
         watched=watched,
+        leaf_scores=explainer.exact_on(model.booster, probe),
     )
+
+
+def _probe_matrix(
+    source: FeatureSource, tables: FeatureTables, offers: OfferArrays, cutoff_ns: int
+) -> np.ndarray:
+    """Real rows of this snapshot (up to 20 users x 25 offers) to check leaf sums against."""
+    users = list(pd.unique(tables.user[USER_ID].astype(str)))[:20] or [""]
+    n_off = min(len(offers), 25)
+    if n_off == 0:
+        return np.empty((0, len(FEATURE_COLUMNS)))
+    idx = np.tile(np.arange(n_off), len(users))
+    user_col = np.repeat(np.array(users, dtype=object), n_off)
+    return assemble(source, user_col, np.full(len(idx), cutoff_ns), offers.take(idx))
 
 
 def watched_paths(home: Path) -> tuple[Path, Path]:
@@ -559,7 +579,13 @@ class Scorer:
         offers = state.offers.take(np.tile(idx, n_users))
         user_col = np.repeat(np.array(users, dtype=object), n_off)
         X = assemble(state.source, user_col, np.full(n_users * n_off, state.cutoff_ns), offers)
-        scores = state.booster.predict(X, num_threads=1).reshape(n_users, n_off)
+        explainer, leaves = state.explainer, None
+        if state.leaf_scores and self.explain == PATH and len(X) <= LEAF_SCORE_MAX_ROWS:
+            # One call into LightGBM gives both the scores and the reasons (see serving.explain).
+            leaves = explainer.leaves(state.booster, X)
+            scores = explainer.scores(leaves).reshape(n_users, n_off)
+        else:
+            scores = state.booster.predict(X, num_threads=1).reshape(n_users, n_off)
         k = min(k, n_off)
         # Stable: equal scores keep catalogue (or candidate) order.
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -567,8 +593,10 @@ class Scorer:
         Xt = X[rows]
         if self.explain == SHAP:
             contrib = shap_contributions(state.booster, Xt)
+        elif leaves is not None:
+            contrib = explainer.contributions_of(leaves[rows])
         else:
-            contrib = state.explainer.contributions(state.booster, Xt)
+            contrib = explainer.contributions(state.booster, Xt)
         out: list[list[RankedOffer]] = []
         offer_ids = state.offers.offer_id
         for u in range(n_users):

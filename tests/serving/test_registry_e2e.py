@@ -102,6 +102,7 @@ def test_the_scorer_serves_the_registered_champion(registered: Registered) -> No
         "offer-ranker",
         registered.version,
     )
+    assert scorer.state.leaf_scores  # leaf sums reproduce predict bit for bit
     result = scorer.rank(registered.users[0], "offer_ranking", k=10, now=CUTOFF)
     assert result.allowed and not result.cold_start and len(result.offers) == 10
     assert all(1 <= len(o.reasons) <= 3 for o in result.offers)

@@ -17,7 +17,13 @@ from features import contract as c
 from features import job
 from features.vector import FEATURE_COLUMNS, OfferArrays, assemble
 from policy import SENSITIVE_MCCS
-from serving.explain import FAMILIES, ReasonWriter, family_of, shap_contributions
+from serving.explain import (
+    FAMILIES,
+    PathExplainer,
+    ReasonWriter,
+    family_of,
+    shap_contributions,
+)
 from serving.scorer import ModelMismatchError, RequestError, Scorer
 
 NOW_TS = pd.Timestamp(NOW)
@@ -74,6 +80,7 @@ def test_reasons_speak_of_habits(scorer: Scorer) -> None:
 
 
 def test_scores_are_the_boosters_on_the_shared_assembly(world: World, scorer: Scorer) -> None:
+    assert scorer.state.leaf_scores  # one LightGBM call per request: leaf sums == predict
     result = scorer.rank("u_ok", "offer_ranking", k=100, now=NOW_TS)
     state = scorer.state
     ids = [o.offer_id for o in result.offers]
@@ -279,3 +286,16 @@ def test_booster_predicts_with_one_thread(monkeypatch: pytest.MonkeyPatch, score
     monkeypatch.setattr(lgb.Booster, "predict", spy)
     scorer.rank("u_ok", "offer_ranking", now=NOW_TS)
     assert seen and all(n == 1 for n in seen)
+
+
+def test_leaf_sums_are_refused_when_predict_transforms() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, len(FEATURE_COLUMNS)))
+    y = (X[:, 0] > 0).astype(float)
+    params = {"objective": "binary", "verbose": -1, "num_threads": 1, "num_leaves": 7}
+    binary = lgb.train(params, lgb.Dataset(X, y), num_boost_round=5)  # predict applies sigmoid
+    explainer = PathExplainer(binary, X.shape[1])
+    assert not explainer.exact_on(binary, X)
+    assert np.array_equal(
+        explainer.scores(explainer.leaves(binary, X)), binary.predict(X, raw_score=True)
+    )
