@@ -142,13 +142,16 @@ def create_app(
     admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
     scorer = (scorer_factory or scorer_from_env)()
 
-    def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+    # async: a plain def dependency would cost a thread-pool hop per request
+    async def caller(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
         if creds is None:
             raise _AuthError("missing bearer token")
         if not _matches(creds.credentials, api_tokens):
             raise _AuthError("invalid bearer token")
 
-    def administrator(
+    async def administrator(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
         if creds is None:
