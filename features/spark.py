@@ -121,6 +121,8 @@ def _utc_backend_class() -> type:
     ibis.load_backend("pyspark")  # registers ibis.options.pyspark, which the compiler reads
 
     class UtcPySparkBackend(Backend):
+        compiler = _microsecond_compiler_class()()
+
         def to_pyarrow(self, expr: Any, /, **kwargs: Any) -> Any:
             return _as_utc(super().to_pyarrow(expr, **kwargs))
 
@@ -137,6 +139,28 @@ def _utc_backend_class() -> type:
             return self.table(name)
 
     return UtcPySparkBackend
+
+
+@functools.cache
+def _microsecond_compiler_class() -> type:
+    """Ibis's PySpark compiler, with `epoch_seconds()` keeping microseconds as DuckDB does.
+
+    DuckDB's `epoch(ts)` is a double with the microseconds; Spark's `unix_timestamp` (what
+    Ibis 12 emits) drops them, so sub-second timestamps would age differently on the two
+    engines (feature ages, the 30/90/365-day window edges). `unix_micros / 1e6` is the very
+    division DuckDB does, so the two agree to the bit and DuckDB's results stay unchanged.
+    """
+    import ibis.expr.datatypes as dt
+    from ibis.backends.sql.compilers.pyspark import PySparkCompiler
+
+    class MicrosecondPySparkCompiler(PySparkCompiler):
+        def visit_ExtractEpochSeconds(self, op: Any, *, arg: Any) -> Any:
+            micros = self.f.unix_micros(self.cast(arg, dt.timestamp))
+            # a double numerator: Spark reads `1000000.0` as a decimal, and decimal division
+            # rounds differently
+            return self.cast(micros, dt.float64) / 1_000_000.0
+
+    return MicrosecondPySparkCompiler
 
 
 def _as_utc(data: Any) -> Any:

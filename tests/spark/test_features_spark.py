@@ -71,15 +71,22 @@ def test_point_in_time_on_spark_equals_duckdb(spark_world: SparkWorld) -> None:
     assert got["duckdb"].as_dict()["user"]["cutoff"].nunique() > 50
 
 
-def test_csv_transactions_are_read_alike(spark_world: SparkWorld, tmp_path: Path) -> None:
-    """A CSV source is read as strings on both engines (DuckDB's all_varchar)."""
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_sub_second_transactions_agree(spark_world: SparkWorld, tmp_path: Path, fmt: str) -> None:
+    """Microsecond timestamps age alike (Spark's epoch seconds would drop them), and a CSV
+    source is read as strings on both engines (DuckDB's all_varchar)."""
     data = tmp_path / "data"
     data.mkdir()
     for table in ("users", "consents"):
         (data / f"{table}.parquet").symlink_to(spark_world.data / f"{table}.parquet")
-    txns = pd.read_parquet(spark_world.data / "transactions.parquet").sample(4000, random_state=0)
-    txns["ts"] = txns["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    txns.to_csv(data / "transactions.csv", index=False)
+    txns = pd.read_parquet(spark_world.data / "transactions.parquet").sample(5000, random_state=0)
+    jitter = np.random.default_rng(0).integers(1, 10**6, len(txns))
+    txns["ts"] = txns["ts"] + pd.to_timedelta(jitter, unit="us")
+    if fmt == "csv":
+        txns["ts"] = txns["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        txns.to_csv(data / "transactions.csv", index=False)
+    else:
+        txns.to_parquet(data / "transactions.parquet", index=False)
     built = {}
     for engine in ("duckdb", "spark"):
         sources = job.open_sources(data, None, RUN_TIME, engine)
@@ -88,5 +95,9 @@ def test_csv_transactions_are_read_alike(spark_world: SparkWorld, tmp_path: Path
         )
         built[engine] = (job.load_snapshot(tmp_path / engine)[0], manifest)
     assert_tables_equal(built["spark"][0], built["duckdb"][0])
+    ages = {
+        e: t.user_merchant.sort_values(["user_id", "merchant_id"]) for e, (t, _) in built.items()
+    }
+    assert ages["spark"]["um_days_since_last"].equals(ages["duckdb"]["um_days_since_last"])
     for field in ("exclusions_by_rule", "row_counts", "transactions_read", "transactions_used"):
         assert built["spark"][1][field] == built["duckdb"][1][field], field
