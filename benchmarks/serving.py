@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--batch-repeat", type=int, default=5, help="score every user N times")
     args = parser.parse_args()
 
+    load_start = os.getloadavg()[0]  # other work on the machine skews every number below
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     if args.work and (work / "home" / "mlflow.db").exists():
         home, data = work / "home", work / "data"
@@ -445,7 +446,8 @@ def main() -> None:
     # ------------------------------------------------------------ report
     print()
     print(f"model: {model_desc}; one user x {N_CANDIDATES} candidates; {n} sequential requests; "
-          f"{args.clients} concurrent clients for {args.seconds:.0f} s; {os.cpu_count()} cores")  # fmt: skip
+          f"{args.clients} concurrent clients for {args.seconds:.0f} s; {os.cpu_count()} cores; "
+          f"load average at start {load_start:.1f}, at end {os.getloadavg()[0]:.1f}")  # fmt: skip
     print()
     print("| path | p50 ms | p99 ms | req/s (8 clients) | server CPU ms/request |")
     print("|---|---:|---:|---:|---:|")
