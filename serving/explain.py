@@ -127,6 +127,15 @@ class PathExplainer:
     def contributions(self, booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
         return self.contributions_of(self.leaves(booster, X))
 
+    def project(self, projection: np.ndarray) -> PathExplainer:
+        """Precompute contributions already projected (features -> ReasonWriter's columns)."""
+        self.compact = np.tensordot(self.contrib, projection, axes=1)
+        return self
+
+    def compact_of(self, leaves: np.ndarray) -> np.ndarray:
+        """rows x ReasonWriter columns: a third of the gather of per-feature contributions."""
+        return self.compact[self._tree_idx, leaves].sum(axis=1)
+
 
 def shap_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
     """rows x features of TreeSHAP values (LightGBM's last column, the bias, dropped)."""
@@ -134,24 +143,42 @@ def shap_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
 
 
 class ReasonWriter:
-    """Turns one row's contributions and feature values into up to three sentences."""
+    """Turns one row's contributions and feature values into up to three sentences.
+
+    It reads contributions in a compact form: one column per family (the family's sum), then
+    one per offer feature (to say which one). `projection` maps per-feature contributions there.
+    """
 
     def __init__(self, columns: tuple[str, ...]) -> None:
-        families = np.array([family_of(c) for c in columns])
+        families = [family_of(c) for c in columns]
         self.columns = columns
-        self._masks = {f: families == f for f in FAMILIES}
         self._col = {c: i for i, c in enumerate(columns)}
+        self.projection = np.zeros((len(columns), len(FAMILIES) + len(OFFER_FEATURES)))
+        for i, family in enumerate(families):
+            self.projection[i, FAMILIES.index(family)] = 1.0
+        for j, name in enumerate(OFFER_FEATURES):
+            self.projection[self._col[name], len(FAMILIES) + j] = 1.0
+
+    def compact(self, contrib: np.ndarray) -> np.ndarray:
+        return contrib @ self.projection
 
     def family_scores(self, contrib: np.ndarray) -> dict[str, float]:
-        return {f: float(contrib[m].sum()) for f, m in self._masks.items()}
+        """Per-family sums of one row's per-feature contributions."""
+        return dict(zip(FAMILIES, self.compact(contrib)[: len(FAMILIES)].tolist(), strict=True))
 
     def reasons(self, contrib: np.ndarray, values: np.ndarray) -> list[str]:
+        """From one row's per-feature contributions (see reasons_compact)."""
+        return self.reasons_compact(self.compact(contrib), values)
+
+    def reasons_compact(self, compact: np.ndarray, values: np.ndarray) -> list[str]:
         """Families that pushed the offer up, strongest first, each said once."""
-        scores = self.family_scores(contrib)
-        ranked = sorted((s, f) for f, s in scores.items() if s > 0)
+        sums = compact[: len(FAMILIES)].tolist()
+        ranked = sorted(
+            ((s, f) for f, s in zip(FAMILIES, sums, strict=True) if s > 0), reverse=True
+        )
         out: list[str] = []
-        for _, family in reversed(ranked):
-            text = self._text(family, contrib, values)
+        for _, family in ranked:
+            text = self._text(family, compact, values)
             if text and text not in out:
                 out.append(text)
             if len(out) == MAX_REASONS:
@@ -162,7 +189,7 @@ class ReasonWriter:
         v = values[self._col[name]]
         return 0.0 if np.isnan(v) else float(v)
 
-    def _text(self, family: str, contrib: np.ndarray, values: np.ndarray) -> str:
+    def _text(self, family: str, compact: np.ndarray, values: np.ndarray) -> str:
         if family == FAMILY_MERCHANT:
             return _habit("you shop at this merchant", "a merchant new to you",
                           self._v(values, UM_N_90D), self._v(values, UM_N_365D))  # fmt: skip
@@ -173,10 +200,11 @@ class ReasonWriter:
             return "suits how you use your card"
         if family == FAMILY_POPULARITY:
             return REASON_POPULAR
-        return self._offer_text(contrib, values)
+        return self._offer_text(compact, values)
 
-    def _offer_text(self, contrib: np.ndarray, values: np.ndarray) -> str:
-        top = max(OFFER_FEATURES, key=lambda name: contrib[self._col[name]])
+    def _offer_text(self, compact: np.ndarray, values: np.ndarray) -> str:
+        offer = compact[len(FAMILIES) :]
+        top = list(OFFER_FEATURES)[int(np.argmax(offer))]
         if top == OFFER_REWARD:
             return "a generous reward"
         if top == OFFER_DAYS_LEFT:

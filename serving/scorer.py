@@ -291,7 +291,8 @@ def load_state(
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
     source = FeatureSource(tables)
-    explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS))
+    reasons = ReasonWriter(FEATURE_COLUMNS)
+    explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(reasons.projection)
     probe = _probe_matrix(source, tables, offers, _ns(cutoff))
     return ServingState(
         booster=model.booster,
@@ -299,7 +300,7 @@ def load_state(
         model_version=str(model.version),
         model_alias=model_alias,
         explainer=explainer,
-        reasons=ReasonWriter(FEATURE_COLUMNS),
+        reasons=reasons,
         source=source,
         snapshot_id=str(manifest["snapshot_id"]),
         cutoff=cutoff,
@@ -592,11 +593,11 @@ class Scorer:
         rows = (np.arange(n_users)[:, None] * n_off + top).ravel()
         Xt = X[rows]
         if self.explain == SHAP:
-            contrib = shap_contributions(state.booster, Xt)
+            compact = state.reasons.compact(shap_contributions(state.booster, Xt))
         elif leaves is not None:
-            contrib = explainer.contributions_of(leaves[rows])
+            compact = explainer.compact_of(leaves[rows])
         else:
-            contrib = explainer.contributions(state.booster, Xt)
+            compact = explainer.compact_of(explainer.leaves(state.booster, Xt))
         out: list[list[RankedOffer]] = []
         offer_ids = state.offers.offer_id
         for u in range(n_users):
@@ -609,7 +610,7 @@ class Scorer:
                         str(offer_ids[idx[j]]),
                         float(scores[u, j]),
                         r + 1,
-                        state.reasons.reasons(contrib[row], Xt[row]),
+                        state.reasons.reasons_compact(compact[row], Xt[row]),
                     )
                 )
             out.append(ranked)

@@ -53,6 +53,10 @@ def test_path_attributions_add_up_to_the_raw_score(world: World, scorer: Scorer)
     np.testing.assert_allclose(
         contrib.sum(axis=1) + state.explainer.bias, raw, rtol=1e-9, atol=1e-9
     )
+    leaves = state.explainer.leaves(state.booster, X)
+    np.testing.assert_allclose(
+        state.explainer.compact_of(leaves), state.reasons.compact(contrib), rtol=1e-9, atol=1e-9
+    )
     shap = shap_contributions(state.booster, X)
     writer = ReasonWriter(FEATURE_COLUMNS)
     # Both methods are additive over the same score; per family they tell a similar story.
