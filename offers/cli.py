@@ -409,7 +409,7 @@ def score_batch_cmd(
     console.print(
         f"{report.users:,} users in {report.seconds:.2f} s: [bold]{report.users_per_s:,.0f} users/s[/bold] "
         f"({report.scoring_users_per_s:,.0f} users/s after {report.load_seconds:.1f} s loading; "
-        f"{report.n_jobs} processes, {report.model}, snapshot {report.snapshot_id})"
+        f"{report.n_jobs} {'partitions' if engine == 'spark' else 'processes'}, {report.model}, snapshot {report.snapshot_id})"
     )
     console.print(
         f"allowed {report.allowed:,} (cold start {report.cold_start:,}); denied {report.denied_by_reason}; "
