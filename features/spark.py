@@ -5,9 +5,10 @@ Spark (the session's configuration, the master URL) lives here and is imported o
 `engine="spark"` is chosen. pyspark itself is imported inside the functions, so the default
 install (DuckDB only) never needs it.
 
-One session per process: `SparkSession.builder.getOrCreate()` hands back the running session,
-so a CLI that first calls `spark_session(master)` and then `features.job.connect("spark")` (or
-a test suite that builds many snapshots) pays the JVM start-up once.
+One Spark context per process: `spark_session()` starts it once (master, driver memory, UTC)
+and hands back the running session afterwards, so a CLI that first calls
+`spark_session(master)` and then `features.job.connect("spark")` (or a test suite that builds
+many snapshots) pays the JVM start-up once; each backend then works in a session of its own.
 """
 
 from __future__ import annotations
