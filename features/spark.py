@@ -13,10 +13,13 @@ many snapshots) pays the JVM start-up once; each backend then works in a session
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
+import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 DEFAULT_MASTER = "local[2]"
@@ -75,10 +78,12 @@ def spark_session(
         master = master or default_master()
         if master:
             builder = builder.master(master)
-        # Managed tables (Ibis's create_table) go to a private folder, never the working dir.
-        warehouse = tempfile.mkdtemp(prefix="offers-spark-warehouse-")
-        settings.setdefault("spark.sql.warehouse.dir", warehouse)
-        settings.setdefault("spark.local.dir", tempfile.mkdtemp(prefix="offers-spark-local-"))
+        # Managed tables (Ibis's create_table of an expression) and spills go to a private
+        # folder, never the working directory, removed when the process exits.
+        scratch = Path(tempfile.mkdtemp(prefix="offers-spark-"))
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        settings.setdefault("spark.sql.warehouse.dir", str(scratch / "warehouse"))
+        settings.setdefault("spark.local.dir", str(scratch / "local"))
         for key, value in settings.items():
             builder = builder.config(key, value)
         session = builder.getOrCreate()
