@@ -65,7 +65,9 @@ def _parse_instant(text: str | None, what: str) -> datetime | None:
         stamp = pd.Timestamp(text)
     except ValueError as exc:
         raise typer.BadParameter(f"{what}: {text!r} is not an ISO 8601 instant ({exc})") from exc
-    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")).to_pydatetime()
+    return (
+        stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    ).to_pydatetime()
 
 
 SPARK_MASTER_HELP = "Spark master URL (default local[2]; under spark-submit, its --master)."
@@ -77,7 +79,9 @@ def features_build(
     as_of: str | None = typer.Option(None, help="Cutoff (ISO 8601, naive = UTC); default now."),
     half_life_days: float = typer.Option(30.0, help="Half-life of the decayed spend, days."),
     engine: str = typer.Option("duckdb", help="duckdb (default) or spark."),
-    spark_master: Annotated[str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")] = None,
+    spark_master: Annotated[
+        str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")
+    ] = None,
 ) -> dict:
     """Build a consent-filtered snapshot as of one cutoff and publish it atomically."""
     from features.job import build_snapshot
@@ -95,11 +99,16 @@ def features_build(
         half_life_days=half_life_days,
         engine=engine,
     )
-    console.print(f"published snapshot [bold]{manifest['snapshot_id']}[/bold] (cutoff {manifest['cutoff']})")
+    console.print(
+        f"published snapshot [bold]{manifest['snapshot_id']}[/bold] (cutoff {manifest['cutoff']})"
+    )
     table = Table("rule", "transactions excluded")
     for rule, n in manifest["exclusions_by_rule"].items():
         table.add_row(rule, f"{n:,}")
-    table.add_row("[bold]used[/bold]", f"{manifest['transactions_used']:,} of {manifest['transactions_read']:,}")
+    table.add_row(
+        "[bold]used[/bold]",
+        f"{manifest['transactions_used']:,} of {manifest['transactions_read']:,}",
+    )
     console.print(table)
     console.print({k: f"{v:,}" for k, v in manifest["row_counts"].items()})
     return manifest
@@ -117,13 +126,22 @@ def features_list() -> list[dict]:
     table = Table("", "snapshot", "cutoff", "built_at", "users", "policy_version")
     for m in snapshots:
         mark = "*" if m["snapshot_id"] == current else ""
-        table.add_row(mark, m["snapshot_id"], m["cutoff"], m["built_at"], str(m["row_counts"]["user"]), m["policy_version"])
+        table.add_row(
+            mark,
+            m["snapshot_id"],
+            m["cutoff"],
+            m["built_at"],
+            str(m["row_counts"]["user"]),
+            m["policy_version"],
+        )
     console.print(table if snapshots else f"no snapshots in {settings.features_dir}")
     return snapshots
 
 
 @features_app.command("show")
-def features_show(snapshot_id: str = typer.Argument(None, help="Default: the published one.")) -> dict:
+def features_show(
+    snapshot_id: str = typer.Argument(None, help="Default: the published one."),
+) -> dict:
     """The manifest of one snapshot: cutoff, digests, exclusions by rule, features."""
     from features.job import read_manifest
 
@@ -338,13 +356,17 @@ def predict(
 
 @app.command()
 def serve(
-    data: Path = typer.Option(..., envvar="OFFERS_DATA_DIR", help="Folder with users, consents and offers."),
+    data: Path = typer.Option(
+        ..., envvar="OFFERS_DATA_DIR", help="Folder with users, consents and offers."
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(1, min=1, help="Worker processes; each loads its own Booster."),
     alias: str = typer.Option("champion", help="Registry alias to serve."),
     access_log: bool = typer.Option(False, help="Log every request line."),
-    allow_past_now: bool = typer.Option(False, help="Replay mode: accept a past `now` (synthetic data)."),
+    allow_past_now: bool = typer.Option(
+        False, help="Replay mode: accept a past `now` (synthetic data)."
+    ),
 ) -> None:
     """Serve POST /v1/rank (FastAPI on uvicorn); tokens from OFFERS_API_TOKENS(_FILE)."""
     import os
@@ -376,14 +398,22 @@ def serve(
 @app.command("score-batch")
 def score_batch_cmd(
     out: Path = typer.Option(..., help="Parquet file to write."),
-    data: Path = typer.Option(..., envvar="OFFERS_DATA_DIR", help="Folder with the contract tables."),
+    data: Path = typer.Option(
+        ..., envvar="OFFERS_DATA_DIR", help="Folder with the contract tables."
+    ),
     k: int = typer.Option(10, min=1, max=100, help="Offers per user."),
     jobs: int = typer.Option(2, min=1, help="Worker processes (one LightGBM thread each)."),
-    now: str | None = typer.Option(None, help="Decision time (ISO 8601, naive = UTC); default now."),
+    now: str | None = typer.Option(
+        None, help="Decision time (ISO 8601, naive = UTC); default now."
+    ),
     alias: str = typer.Option("champion", help="Registry alias to score with."),
     allow_past_now: bool = typer.Option(False, help="Replay mode: accept a past --now."),
-    engine: Annotated[str, typer.Option(help="local (joblib processes) or spark (--jobs partitions).")] = "local",
-    spark_master: Annotated[str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (joblib processes) or spark (--jobs partitions).")
+    ] = "local",
+    spark_master: Annotated[
+        str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")
+    ] = None,
 ):
     """Top k for every user, with the same policy decision and one audit record per user."""
     from functools import partial
@@ -421,23 +451,31 @@ def score_batch_cmd(
 @app.command("erase")
 def erase_cmd(
     user: str = typer.Option(..., "--user", help="User id, as in the tables."),
-    data: Path | None = typer.Option(None, envvar="OFFERS_DATA_DIR", help="Source tables (left untouched)."),
+    data: Path | None = typer.Option(
+        None, envvar="OFFERS_DATA_DIR", help="Source tables (left untouched)."
+    ),
 ) -> dict:
     """Erase a user's rows from every store under OFFERS_HOME; print the receipt."""
     from serving.erase import erase
 
     receipt = erase(load_settings().home, data, user)
-    console.print(f"erased [bold]{receipt.user_id}[/bold] at {receipt.erased_at.isoformat()} (tombstone {receipt.tombstone_id})")
+    console.print(
+        f"erased [bold]{receipt.user_id}[/bold] at {receipt.erased_at.isoformat()} (tombstone {receipt.tombstone_id})"
+    )
     table = Table("store", "location", "rows removed", "note")
     for s in receipt.stores:
-        table.add_row(s.store, s.location, "-" if s.rows_removed is None else f"{s.rows_removed:,}", s.note)
+        table.add_row(
+            s.store, s.location, "-" if s.rows_removed is None else f"{s.rows_removed:,}", s.note
+        )
     table.add_row("[bold]total[/bold]", "", f"{receipt.rows_removed:,}", "")
     console.print(table)
     return receipt.to_dict()
 
 
 @audit_app.command("tail")
-def audit_tail(n: int = typer.Option(20, "-n", "--lines", min=1, help="Records to show.")) -> list[dict]:
+def audit_tail(
+    n: int = typer.Option(20, "-n", "--lines", min=1, help="Records to show."),
+) -> list[dict]:
     """The last N audit records (decisions and data-subject events), oldest first, as JSON lines."""
     from serving.audit import AuditLog
 
@@ -486,7 +524,9 @@ def ui(
     home = load_settings().home
     home.mkdir(parents=True, exist_ok=True)
     command, env = mlflow_ui_command(home, host, port)
-    console.print(f"MLflow UI on [bold]http://{host}:{port}[/bold] (store {command[3]}); Ctrl-C stops it")
+    console.print(
+        f"MLflow UI on [bold]http://{host}:{port}[/bold] (store {command[3]}); Ctrl-C stops it"
+    )
     process = subprocess.Popen(command, env=env)
     try:
         raise typer.Exit(process.wait())
