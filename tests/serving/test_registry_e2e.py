@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from servers import free_port, running
 
 from features import contract as c
 from features.job import build_snapshot
@@ -153,28 +152,8 @@ def _sensitive() -> set[str]:
     return set(SENSITIVE_MCCS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"offers serve exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.2)
-    raise AssertionError(f"offers serve not healthy after {timeout} s:\n{log.read_text()}")
-
-
 def test_a_real_server_with_two_workers_and_an_erasure(registered: Registered, tmp_path: Path):
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
     env = {
@@ -188,10 +167,7 @@ def test_a_real_server_with_two_workers_and_an_erasure(registered: Registered, t
     }
     command = [str(BIN / "offers"), "serve", "--data", str(registered.data), "--host", "127.0.0.1",
                "--port", str(port), "--workers", "2", "--allow-past-now"]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_healthy(base, proc, log)
+    with running(command, env, f"{base}/healthz", log):
         auth = {"Authorization": f"Bearer {TOKEN}"}
         victim = registered.users[1]
         body = {"user_id": victim, "purpose": "offer_ranking", "k": 5, "now": CUTOFF.isoformat()}
@@ -227,13 +203,6 @@ def test_a_real_server_with_two_workers_and_an_erasure(registered: Registered, t
                 time.sleep(0.05)
             assert streak >= 8
             assert r.json()["reason_code"] == "CONSENT_REVOKED"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
     records = AuditLog(registered.home / "audit").records()
     assert any(r["event"] == "erasure" and r["user_id"] == victim for r in records)
 

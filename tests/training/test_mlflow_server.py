@@ -5,33 +5,21 @@ The server is started by the test and always stopped after it, whatever happens.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+from servers import free_port, running
 
 from features import tracking
 from features.vector import FEATURE_COLUMNS
+from offers.cli import mlflow_ui_command
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
 from training.job import train
 
 pytestmark = pytest.mark.slow
-MLFLOW = Path(sys.executable).parent / "mlflow"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -39,44 +27,14 @@ def server(tmp_path: Path, mlflow_template: Path) -> Iterator[str]:
     backend = tmp_path / "server.db"
     shutil.copy(mlflow_template, backend)  # already migrated: the server starts faster
     artifacts = tmp_path / "server-artifacts"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path / "server.log"
-    command = [
-        str(MLFLOW), "server",
-        "--backend-store-uri", f"sqlite:///{backend}",
-        "--artifacts-destination", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command, env = mlflow_ui_command(tmp_path, "127.0.0.1", port)
+    command[command.index("--backend-store-uri") + 1] = f"sqlite:///{backend}"
+    command[command.index("--artifacts-destination") + 1] = str(artifacts)
     env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"mlflow server exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass  # not listening yet
-            if time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server not healthy in 90 s:\n{log.read_text()}")
-            time.sleep(0.25)
+    with running(command, env, f"{url}/health", tmp_path / "server.log"):
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server's own workers too
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-    assert proc.returncode is not None
 
 
 def test_train_and_register_through_a_tracking_server(
