@@ -145,7 +145,7 @@ def run_demo(home: Path, users: int = DEMO_USERS, seed: int = DEMO_SEED) -> dict
     console.print(Rule("next"))
     console.print(
         f"MLflow UI:  OFFERS_HOME={home} offers ui   (then open http://127.0.0.1:5000)\n"
-        f"notebooks:  OFFERS_HOME={home} jupyter lab notebooks/   (compare_runs, explore_features)\n"
+        f"notebooks:  OFFERS_HOME={home} jupyter lab notebooks/   (compare_runs, explore_features; `pip install jupyterlab` first)\n"
         f"privacy:    offers policy explain --data {data} --user {denied[0] if denied else allowed[0]} "
         f"--purpose offer_ranking --at {DEMO_NOW.isoformat()}; offers audit tail; offers erase --user U --data {data}"
     )
