@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 
 from features.contract import AMOUNT, GRANTED_AT, MCC, MERCHANT_ID, TS, USER_ID
 from features.eligibility import (
@@ -39,7 +40,6 @@ WINDOWS_DAYS = (30, 90, 365)
 TREND_RECENT_DAYS = 30  # trend compares the last 30 days ...
 TREND_BASE_DAYS = 90  # ... with the 60 days before them (days 30-90)
 POPULATION_WINDOW_DAYS = 90
-POPULATION_GRAIN = "M"  # month: one population as-of per calendar month keeps training cheap
 DEFAULT_HALF_LIFE_DAYS = 30.0
 
 # Exclusion rules, in the order they are checked (DESIGN.md "Time and consent semantics").
@@ -375,9 +375,13 @@ def population_features(
     return {"merchant": share(MERCHANT_ID, MERCHANT_POPULARITY), "mcc": share(MCC, MCC_POPULARITY)}
 
 
-def population_as_of(cutoff: ir.TimestampValue) -> ir.TimestampValue:
-    """Population features for a cutoff are those as of the first instant of its month."""
-    return cutoff.truncate(POPULATION_GRAIN)
+def population_as_of_ns(cutoffs_ns: np.ndarray) -> np.ndarray:
+    """Population features for a cutoff are those as of the first instant of its month (UTC).
+
+    The one spelling of that rule: the jobs choose as-of instants with it, assembly finds them.
+    """
+    months = np.asarray(cutoffs_ns, dtype=np.int64).astype("datetime64[ns]").astype("datetime64[M]")
+    return months.astype("datetime64[ns]").view("int64")
 
 
 def affinity_feature_docs() -> dict[str, str]:

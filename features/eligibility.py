@@ -31,7 +31,6 @@ ACTIVE_UNTIL = "active_until"  # first instant the consent no longer holds (expi
 USABLE_FROM = "usable_from"  # granted_at - lookback_days: oldest transaction the consent opens
 ADULT_FROM = "adult_from"  # midnight UTC of the 18th birthday; null when the birth date is unknown
 OBJECTION_AT = "objection_at"
-LATEST = "latest"  # no newer covering consent exists (at any time)
 WITHDRAWN = "withdrawn"  # withdrawn or erased when the job runs: final, whatever the cutoff
 
 UTC = "UTC"
@@ -62,7 +61,6 @@ def consent_windows(consents: pd.DataFrame) -> pd.DataFrame:
             ACTIVE_UNTIL: active_until,
             USABLE_FROM: granted - lookback,
             REVOKED_AT: revoked,
-            LATEST: superseded.isna(),
         }
     )
     return frame.reset_index(drop=True).astype(

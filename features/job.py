@@ -21,6 +21,7 @@ from typing import Any
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 import psutil
 import pyarrow.parquet as pq
@@ -183,8 +184,12 @@ def register_sources(
     )
 
 
-def _month_start(t: datetime) -> datetime:
-    return datetime(t.year, t.month, 1, tzinfo=UTC)
+def _as_of_table(con: Any, name: str, cutoffs: pd.Series) -> ir.Table:
+    """The distinct population as-of instants of some cutoffs, as a backend table."""
+    ns = pd.to_datetime(cutoffs, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
+    months = np.unique(fd.population_as_of_ns(ns.to_numpy().view("int64")))
+    frame = pd.DataFrame({fd.AS_OF: pd.to_datetime(months, utc=True).astype("datetime64[us, UTC]")})
+    return con.create_table(name, frame, overwrite=True)
 
 
 def _cache(table: ir.Table) -> ir.Table:
@@ -226,12 +231,7 @@ def point_in_time(
         .astype({USER_ID: str, fd.CUTOFF: "datetime64[us, UTC]"})
     )
     pair_table = sources.con.create_table("pit_pairs", frame, overwrite=True)
-    months = sorted({_month_start(t) for t in frame[fd.CUTOFF]})
-    as_of = sources.con.create_table(
-        "pit_as_of",
-        pd.DataFrame({fd.AS_OF: pd.to_datetime(months, utc=True).astype("datetime64[us, UTC]")}),
-        overwrite=True,
-    )
+    as_of = _as_of_table(sources.con, "pit_as_of", frame[fd.CUTOFF])
     allowed = fd.allowed_pairs(pair_table, sources.windows, sources.gates)
     usable = _cache(fd.usable_transactions(sources.transactions, allowed))  # the range join, once
     exprs = feature_expressions(sources, usable, as_of, half_life_days)
@@ -271,13 +271,7 @@ def publish_snapshot(
     con, run_time = sources.con, sources.run_time
     cutoff_lit = ibis.literal(pd.Timestamp(cutoff), type="timestamp('UTC')")
     pairs = sources.users.select(USER_ID, **{fd.CUTOFF: cutoff_lit})
-    as_of_tbl = con.create_table(
-        "snapshot_as_of",
-        pd.DataFrame({fd.AS_OF: pd.to_datetime([_month_start(cutoff)], utc=True)}).astype(
-            {fd.AS_OF: "datetime64[us, UTC]"}
-        ),
-        overwrite=True,
-    )
+    as_of_tbl = _as_of_table(con, "snapshot_as_of", pd.Series([pd.Timestamp(cutoff)]))
     # One pass over the transactions classifies every row; counts and features read the cache.
     classified = _cache(
         fd.classify_transactions(sources.transactions, pairs, sources.windows, sources.gates)
@@ -312,7 +306,7 @@ def publish_snapshot(
             "snapshot_id": snapshot_id,
             "feature_set": FEATURE_SET,
             "cutoff": pd.Timestamp(cutoff).isoformat(),
-            "population_as_of": _month_start(cutoff).isoformat(),
+            "population_as_of": con.execute(as_of_tbl)[fd.AS_OF].iloc[0].isoformat(),
             "built_at": run_time.isoformat(),
             "engine": engine,
             "half_life_days": half_life_days,

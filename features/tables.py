@@ -11,7 +11,6 @@ USER_MCC = "user_mcc"
 USER = "user"
 MERCHANT_POP = "merchant_pop"
 MCC_POP = "mcc_pop"
-TABLE_NAMES = (USER_MERCHANT, USER_MCC, USER, MERCHANT_POP, MCC_POP)
 
 
 @dataclass(frozen=True)

@@ -203,11 +203,6 @@ _UM_FILL, _UC_FILL, _USER_FILL, _POP_FILL = (
 )
 
 
-def _month_start_ns(cutoffs_ns: np.ndarray) -> np.ndarray:
-    months = cutoffs_ns.astype("datetime64[ns]").astype("datetime64[M]")
-    return months.astype("datetime64[ns]").view("int64")
-
-
 def assemble(
     source: FeatureSource,
     user_ids: Sequence[str],
@@ -227,7 +222,7 @@ def assemble(
     pairs = source.pair_codes(list(user_ids), cut_ns)
     merchants = _codes(source.merchant_code_, offers.merchant_id.tolist())
     mccs = _codes(source.mcc_code_, offers.mcc.tolist())
-    as_of = _codes(source.as_of_code_, _month_start_ns(cut_ns).tolist())
+    as_of = _codes(source.as_of_code_, fd.population_as_of_ns(cut_ns).tolist())
     blocks = [
         source.user_merchant_.gather(pairs, merchants, _UM_FILL),
         source.user_mcc_.gather(pairs, mccs, _UC_FILL),
@@ -248,8 +243,3 @@ def assemble(
 
 def _is_int_array(values: Sequence | np.ndarray) -> bool:
     return isinstance(values, np.ndarray) and np.issubdtype(values.dtype, np.integer)
-
-
-def as_frame(matrix: np.ndarray) -> pd.DataFrame:
-    """The matrix with its column names, for analysts and the model's input example."""
-    return pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS))
