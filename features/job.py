@@ -306,7 +306,9 @@ def publish_snapshot(
             "snapshot_id": snapshot_id,
             "feature_set": FEATURE_SET,
             "cutoff": pd.Timestamp(cutoff).isoformat(),
-            "population_as_of": con.execute(as_of_tbl)[fd.AS_OF].iloc[0].isoformat(),
+            "population_as_of": pd.Timestamp(
+                int(fd.population_as_of_ns(np.array([pd.Timestamp(cutoff).value]))[0]), tz="UTC"
+            ).isoformat(),
             "built_at": run_time.isoformat(),
             "engine": engine,
             "half_life_days": half_life_days,
