@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import numpy as np
 
@@ -33,6 +34,16 @@ WINDOW_START = "window_start"
 AGE_DAYS = "age_days"
 RULE = "rule"
 N_ROWS = "n"
+WINDOW_FLOOR = "window_floor"  # cutoff - 365 d: the oldest instant any feature may read
+DENIED = "denied"  # the policy denies the user at the cutoff (objection, minor, unknown age)
+POP_FROM = "pop_from"  # start of the user's population window at the as-of instant (null: none)
+POP_UNTIL = "pop_until"
+POPULATION = "population"  # the row is a purchase inside the user's population window
+POP_BUYS = "pop_buys"
+DAY_NUMBER = "day_number"
+DAY_WORDS, BITS_PER_WORD = 6, 62  # 372 bits hold the 366 calendar days a 365-day window meets
+DAY_WORD = "days_bits_"
+DAY_WORD_COLUMNS = tuple(f"{DAY_WORD}{k}" for k in range(DAY_WORDS))
 
 SECONDS_PER_DAY = 86_400.0
 MAX_WINDOW_DAYS = 365  # data minimisation: nothing older than the longest window is read
@@ -89,6 +100,13 @@ POPULATION_FEATURES: dict[str, str] = {
     MCC_POPULARITY: "share of consenting users with a purchase in the category in 90 days",
 }
 N_USERS_ALLOWED = "n_users_allowed"
+METRICS = (
+    *(f"n_{d}d" for d in WINDOWS_DAYS),
+    *(f"spend_{d}d" for d in WINDOWS_DAYS),
+    "min_age_purchase",
+    "decayed_spend",
+    *DAY_WORD_COLUMNS,
+)
 
 
 def _days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.FloatingValue:
@@ -118,17 +136,15 @@ def allowed_pairs(pairs: ir.Table, windows: ir.Table, gates: ir.Table) -> ir.Tab
         gates[OBJECTION_AT],
         gates[WITHDRAWN],
     )
-    ok = (
-        ~joined[WITHDRAWN]
-        & joined[ADULT_FROM].notnull()
-        & (joined[ADULT_FROM] <= joined[CUTOFF])
-        & (joined[OBJECTION_AT].isnull() | (joined[OBJECTION_AT] > joined[CUTOFF]))
-    )
+    ok = ~joined[WITHDRAWN] & ~_policy_denied(joined[CUTOFF], joined)
     window_floor = joined[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS)
     return joined.filter(ok).select(
         USER_ID,
         CUTOFF,
-        **{WINDOW_START: ibis.greatest(joined[USABLE_FROM], window_floor)},
+        **{
+            WINDOW_START: ibis.greatest(joined[USABLE_FROM], window_floor),
+            WINDOW_FLOOR: window_floor,
+        },
     )
 
 
@@ -148,20 +164,30 @@ def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
         t[MCC],
         t[TS],
         t[AMOUNT],
-        **{AGE_DAYS: _days_between(a[CUTOFF], t[TS])},
+        **{
+            AGE_DAYS: _days_between(a[CUTOFF], t[TS]),
+            WINDOW_FLOOR: a[WINDOW_FLOOR],
+        },
     )
 
 
-def classify_transactions(
-    transactions: ir.Table, pairs: ir.Table, windows: ir.Table, gates: ir.Table
-) -> ir.Table:
-    """Every transaction with its user's cutoff and a rule code: 0 kept, else the first failing
-    rule (index into EXCLUSION_RULES, plus one). For one cutoff per user (snapshots).
+def _policy_denied(cutoff: ir.TimestampValue, gated: ir.Table) -> ir.BooleanValue:
+    """Marketing objection by the cutoff, minor at the cutoff, or unknown age."""
+    return (
+        gated[ADULT_FROM].isnull()
+        | (gated[ADULT_FROM] > cutoff)
+        | (gated[OBJECTION_AT].notnull() & (gated[OBJECTION_AT] <= cutoff)).fill_null(False)
+    )
 
-    One pass yields both the exclusion counts and the usable rows, so a snapshot reads the
-    transactions once; point-in-time requests use `allowed_pairs` + `usable_transactions`.
+
+def snapshot_status(
+    pairs: ir.Table, windows: ir.Table, gates: ir.Table, as_of: ir.TimestampValue
+) -> ir.Table:
+    """Per user of a snapshot: what its transactions are checked against, in one small table.
+
+    The feature window at the cutoff (or why there is none) and, for population shares, the
+    90-day window at `as_of` when the user is allowed then (POP_FROM null otherwise).
     """
-    t = transactions
     active = pairs.join(
         windows,
         [
@@ -171,94 +197,169 @@ def classify_transactions(
         ],
     ).select(pairs[USER_ID], windows[USABLE_FROM])
     consented = active.group_by(USER_ID).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
-    status = pairs.left_join(consented, pairs[USER_ID] == consented[USER_ID]).select(
-        pairs[USER_ID], pairs[CUTOFF], consented[USABLE_FROM]
+    at_as_of = pairs.select(USER_ID, **{CUTOFF: as_of})
+    population = allowed_pairs(at_as_of, windows, gates)
+    population = population.select(
+        USER_ID,
+        **{
+            POP_FROM: ibis.greatest(
+                population[WINDOW_START], as_of - ibis.interval(days=POPULATION_WINDOW_DAYS)
+            )
+        },
     )
-    status = status.left_join(gates, status[USER_ID] == gates[USER_ID]).select(
-        status[USER_ID],
-        status[CUTOFF],
-        status[USABLE_FROM],
-        gates[ADULT_FROM],
-        gates[OBJECTION_AT],
-        gates[WITHDRAWN],
+    s = pairs.left_join(consented, USER_ID).select(pairs[USER_ID], pairs[CUTOFF], USABLE_FROM)
+    s = s.left_join(gates, USER_ID).select(s, gates[ADULT_FROM], gates[OBJECTION_AT], WITHDRAWN)
+    s = s.left_join(population, USER_ID).select(s, population[POP_FROM])
+    return s.select(
+        USER_ID,
+        CUTOFF,
+        USABLE_FROM,
+        POP_FROM,
+        **{
+            DENIED: _policy_denied(s[CUTOFF], s),
+            WITHDRAWN: s[WITHDRAWN].fill_null(False),
+            WINDOW_FLOOR: s[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS),
+            POP_UNTIL: as_of,
+        },
     )
+
+
+def classified_aggregates(
+    transactions: ir.Table, status: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS
+) -> ir.Table:
+    """The snapshot's one pass over the transactions: every row gets a rule code (0 kept,
+    else the first failing rule: index into EXCLUSION_RULES, plus one) and lands in one group.
+
+    Kept rows and population purchases group by (user, merchant, mcc, rule); every other row
+    loses its keys, so excluded rows fold into one group per rule and are only counted. One
+    aggregate then yields the exclusion counts, the window sums and the population buyers.
+    """
+    t = transactions
     j = t.left_join(status, t[USER_ID] == status[USER_ID])
-    policy_denied = (
-        j[ADULT_FROM].isnull()
-        | (j[ADULT_FROM] > j[CUTOFF])
-        | (j[OBJECTION_AT].notnull() & (j[OBJECTION_AT] <= j[CUTOFF]))
-    )
+    sensitive = j[MCC].isin(sorted(SENSITIVE_MCCS))
     failing = {
         RULE_AFTER_CUTOFF: j[CUTOFF].isnull() | (j[TS] >= j[CUTOFF]),
         RULE_NO_CONSENT: j[USABLE_FROM].isnull(),
-        RULE_POLICY_DENIED: policy_denied,
+        RULE_POLICY_DENIED: j[DENIED],
         RULE_BEFORE_LOOKBACK: j[TS] < j[USABLE_FROM],
-        RULE_OUTSIDE_WINDOW: j[TS] < j[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS),
-        RULE_SENSITIVE: j[MCC].isin(sorted(SENSITIVE_MCCS)),
-        RULE_WITHDRAWN: j[WITHDRAWN].fill_null(False),
+        RULE_OUTSIDE_WINDOW: j[TS] < j[WINDOW_FLOOR],
+        RULE_SENSITIVE: sensitive,
+        RULE_WITHDRAWN: j[WITHDRAWN],
     }
     code = ibis.cases(
         *((failing[rule], EXCLUSION_RULES.index(rule) + 1) for rule in EXCLUSION_RULES),
         else_=0,
     ).cast("int8")
-    return j.select(t[USER_ID], j[CUTOFF], t[MERCHANT_ID], t[MCC], t[TS], t[AMOUNT], **{RULE: code})
+    in_population_window = (
+        j[POP_FROM].notnull() & (j[TS] >= j[POP_FROM]) & (j[TS] < j[POP_UNTIL]) & (j[AMOUNT] > 0)
+    ).fill_null(False)
+    # The MCC list is checked only for the few rows in the window (a CASE evaluates lazily).
+    pop = ibis.ifelse(in_population_window, ~sensitive, False)
+    rows = j.select(
+        t[MERCHANT_ID],
+        t[MCC],
+        t[AMOUNT],
+        **{
+            USER_ID: t[USER_ID],
+            RULE: code,
+            POPULATION: pop,
+            AGE_DAYS: _days_between(j[CUTOFF], j[TS]),
+            DAY_NUMBER: _day_number(j[TS], j[WINDOW_FLOOR]),
+        },
+    )
+    keyed = (rows[RULE] == 0) | rows[POPULATION]
+    keys = {k: ibis.ifelse(keyed, rows[k], ibis.null()) for k in (USER_ID, MERCHANT_ID, MCC)}
+    return rows.group_by([*(v.name(k) for k, v in keys.items()), RULE]).agg(
+        **{N_ROWS: rows.count(), POP_BUYS: rows.count(where=rows[POPULATION])},
+        **_window_metrics(rows, half_life_days),
+    )
 
 
-def exclusion_counts(classified: ir.Table) -> ir.Table:
+def exclusion_counts(aggregates: ir.Table) -> ir.Table:
     """Transactions per rule code; they add up to the transactions read."""
-    return classified.group_by(RULE).agg(**{N_ROWS: classified.count()})
+    return aggregates.group_by(RULE).agg(**{N_ROWS: aggregates[N_ROWS].sum()})
 
 
 def rule_name(code: int) -> str:
     return RULE_KEPT if code == 0 else EXCLUSION_RULES[code - 1]
 
 
-def kept_transactions(classified: ir.Table) -> ir.Table:
-    """The usable rows of a classified table, shaped like `usable_transactions`."""
-    kept = classified.filter(classified[RULE] == 0)
-    return kept.select(
-        USER_ID,
-        CUTOFF,
-        MERCHANT_ID,
-        MCC,
-        TS,
-        AMOUNT,
-        **{AGE_DAYS: _days_between(kept[CUTOFF], kept[TS])},
+def kept_aggregates(aggregates: ir.Table, cutoff: ir.TimestampValue) -> ir.Table:
+    """The kept groups of `classified_aggregates`, shaped like `window_aggregates`."""
+    kept = aggregates.filter(aggregates[RULE] == 0)
+    return kept.select(USER_ID, MERCHANT_ID, MCC, *METRICS, **{CUTOFF: cutoff}).select(
+        USER_ID, CUTOFF, MERCHANT_ID, MCC, *METRICS
     )
 
 
+def snapshot_population(
+    aggregates: ir.Table, status: ir.Table, as_of: ir.TimestampValue
+) -> dict[str, ir.Table]:
+    """Population shares from the buyers `classified_aggregates` found in the same pass."""
+    buyers = aggregates.filter(aggregates[POP_BUYS] > 0)
+    buyers = buyers.select(USER_ID, MERCHANT_ID, MCC, **{CUTOFF: as_of})
+    allowed = status.filter(status[POP_FROM].notnull())
+    n_allowed = allowed.aggregate(**{N_USERS_ALLOWED: allowed.count()}).mutate(**{CUTOFF: as_of})
+    return population_shares(buyers, n_allowed)
+
+
 def window_aggregates(usable: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> ir.Table:
-    """The one pass over usable transactions: per (user, cutoff, merchant, mcc) window sums."""
-    return _window_aggregates(usable, [USER_ID, CUTOFF, MERCHANT_ID, MCC], half_life_days)
+    """Point in time: per (user, cutoff, merchant, mcc) window sums of usable transactions."""
+    rows = usable.mutate(**{DAY_NUMBER: _day_number(usable[TS], usable[WINDOW_FLOOR])})
+    return rows.group_by([USER_ID, CUTOFF, MERCHANT_ID, MCC]).agg(
+        **_window_metrics(rows, half_life_days)
+    )
 
 
-def active_days(usable: ir.Table) -> ir.Table:
-    """Distinct days per pair: the only feature that needs a second pass over transactions."""
-    days = usable.select(USER_ID, CUTOFF, day=usable[TS].date())
-    return days.group_by([USER_ID, CUTOFF]).agg(u_active_days_365d=days.day.nunique().cast("int64"))
+def _day_number(ts: ir.TimestampValue, floor: ir.TimestampValue) -> ir.IntegerValue:
+    """UTC calendar day of `ts` counted from the day of the 365-day window's start (0..365);
+    rows outside a window (excluded, never read as kept) are clamped into the bitmap's range."""
+    days = (ts.epoch_seconds() / SECONDS_PER_DAY).floor() - (
+        floor.epoch_seconds() / SECONDS_PER_DAY
+    ).floor()
+    return ibis.greatest(ibis.least(days.cast("int64"), DAY_WORDS * BITS_PER_WORD - 1), 0)
 
 
-def _window_aggregates(usable: ir.Table, keys: list[str], half_life_days: float) -> ir.Table:
-    age, amount = usable[AGE_DAYS], usable[AMOUNT]
+@ibis.udf.agg.builtin(name="bit_or")
+def _bit_or(x: dt.int64) -> dt.int64:  # type: ignore[empty-body]
+    """SQL bit_or: Ibis's own compiles on DuckDB but not on Spark; both know this name."""
+
+
+@ibis.udf.scalar.builtin(name="bit_count")
+def _bit_count(x: dt.int64) -> dt.int64:  # type: ignore[empty-body]
+    """SQL bit_count, the same name on DuckDB and Spark."""
+
+
+def _window_metrics(rows: ir.Table, half_life_days: float) -> dict[str, ir.Value]:
+    """Sums over a group's rows; only kept groups are read, so no per-row keep filter."""
+    age, amount, day = rows[AGE_DAYS], rows[AMOUNT], rows[DAY_NUMBER]
     purchase = amount > 0
     decay = (age * (-math.log(2.0) / half_life_days)).exp()
-    metrics = {}
+    metrics: dict[str, ir.Value] = {}
+    # Every kept row is inside the longest window, so its sums need no age filter; the
+    # trend's base (days 30-90) is spend_90d - spend_30d. Each aggregate costs a pass's worth.
     for d in WINDOWS_DAYS:
-        metrics[f"n_{d}d"] = usable.count(where=purchase & (age < d))
-        metrics[f"spend_{d}d"] = amount.sum(where=age < d)
+        inside = d >= MAX_WINDOW_DAYS
+        metrics[f"n_{d}d"] = rows.count(where=purchase if inside else purchase & (age < d))
+        metrics[f"spend_{d}d"] = amount.sum() if inside else amount.sum(where=age < d)
     metrics["min_age_purchase"] = age.min(where=purchase)
     metrics["decayed_spend"] = (amount * decay).sum()
-    metrics["spend_base"] = amount.sum(where=(age >= TREND_RECENT_DAYS) & (age < TREND_BASE_DAYS))
-    return usable.group_by(keys).agg(**metrics)
+    # Active days without a second pass: each group keeps a bitmap of its days, users OR them.
+    bit = ibis.literal(1, type="int64") << (day % BITS_PER_WORD)
+    word = day // BITS_PER_WORD
+    for k in range(DAY_WORDS):
+        metrics[f"{DAY_WORD}{k}"] = _bit_or(bit, where=word == k)
+    return metrics
 
 
 def _rollup(base: ir.Table, keys: list[str]) -> ir.Table:
     sums = [f"n_{d}d" for d in WINDOWS_DAYS] + [f"spend_{d}d" for d in WINDOWS_DAYS]
-    sums += ["decayed_spend", "spend_base"]
+    sums += ["decayed_spend"]
     # Counts are summed as float64 and cast back at the end: DuckDB widens SUM(BIGINT) to
     # HUGEINT, which Parquet stores as double, and Ibis drops an int64 -> int64 cast as a no-op.
-    metrics = {c: base[c].cast("float64").sum() for c in sums}
+    metrics: dict[str, ir.Value] = {c: base[c].cast("float64").sum() for c in sums}
     metrics["min_age_purchase"] = base["min_age_purchase"].min()
+    metrics.update({w: _bit_or(base[w]) for w in DAY_WORD_COLUMNS})
     return base.group_by(keys).agg(**metrics)
 
 
@@ -272,7 +373,10 @@ def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Tab
     spend_365 = floor0["spend_365d"]
     user_total = r["u_spend_365d"]
     recent = floor0["spend_30d"]
-    base = ibis.greatest(r["spend_base"].fill_null(0.0), 0.0)
+    spend_base = r[f"spend_{TREND_BASE_DAYS}d"].fill_null(0.0) - r[
+        f"spend_{TREND_RECENT_DAYS}d"
+    ].fill_null(0.0)
+    base = ibis.greatest(spend_base, 0.0)
     out = {
         **{f"n_{d}d": r[f"n_{d}d"].cast("int64") for d in WINDOWS_DAYS},
         **floor0,
@@ -286,46 +390,58 @@ def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Tab
     )
 
 
+def merchants_with_several_mccs(base: ir.Table) -> ir.IntegerScalar:
+    """How many merchants appear under more than one MCC (0 in most card data)."""
+    per_merchant = base.group_by(MERCHANT_ID).agg(lo=base[MCC].min(), hi=base[MCC].max())
+    return per_merchant.filter(per_merchant.lo != per_merchant.hi).count()
+
+
 def affinity_features(
     base: ir.Table,
-    days: ir.Table,
     materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
+    one_mcc_per_merchant: bool = False,
 ) -> dict[str, ir.Table]:
-    """User x merchant, user x mcc and user features from `window_aggregates` and `active_days`.
+    """User x merchant, user x mcc and user features from window aggregates.
 
     `materialize` lets the job keep intermediate tables that several outputs read (the
-    per-merchant rollup and the user totals) instead of recomputing them per output.
+    per-merchant rollup and the user totals) instead of recomputing them per output. When
+    every merchant has one MCC (`merchants_with_several_mccs` is 0), the per-merchant rollup
+    of `base` is `base` itself and is not computed.
     """
-    by_merchant = materialize(_rollup(base, [USER_ID, CUTOFF, MERCHANT_ID]))
+    if one_mcc_per_merchant:
+        by_merchant = base.drop(MCC)
+    else:
+        by_merchant = materialize(_rollup(base, [USER_ID, CUTOFF, MERCHANT_ID]))
     by_mcc = _rollup(base, [USER_ID, CUTOFF, MCC])
 
-    merchant_spend = ibis.greatest(by_merchant["spend_365d"].fill_null(0.0), 0.0)
-    spend = by_merchant.select(USER_ID, CUTOFF, s=merchant_spend, buys=by_merchant["n_365d"])
+    s = ibis.greatest(by_merchant["spend_365d"].fill_null(0.0), 0.0)
+    buys = by_merchant["n_365d"]
+    active_days = sum(
+        (_bit_count(_bit_or(by_merchant[w]).fill_null(0)).cast("int64") for w in DAY_WORD_COLUMNS),
+        ibis.literal(0, type="int64"),
+    )
     totals = materialize(
-        spend.group_by([USER_ID, CUTOFF]).agg(
-            u_spend_365d=spend.s.sum(),
-            u_n_txn_365d=spend.buys.sum().cast("int64"),
-            u_n_merchants_365d=spend.count(where=spend.buys > 0).cast("int64"),
+        by_merchant.group_by([USER_ID, CUTOFF]).agg(
+            u_active_days_365d=active_days,
+            u_spend_365d=s.sum(),
+            u_n_txn_365d=buys.sum().cast("int64"),
+            u_n_merchants_365d=by_merchant.count(where=buys > 0).cast("int64"),
+            s_log_s=(s * s.ln()).sum(where=s > 0),
         )
     )
-    shares = spend.join(
-        totals, [spend[USER_ID] == totals[USER_ID], spend[CUTOFF] == totals[CUTOFF]]
+    # Entropy of p = s / S without a second pass: -sum p ln p = ln S - sum(s ln s) / S.
+    total = totals.u_spend_365d
+    entropy = ibis.ifelse(
+        total > 0, ibis.greatest(total.ln() - totals.s_log_s.fill_null(0.0) / total, 0.0), 0.0
     )
-    p = shares.s / shares.u_spend_365d
-    shares = shares.filter(shares.s > 0).select(shares[USER_ID], shares[CUTOFF], plogp=p * p.ln())
-    entropy = shares.group_by([USER_ID, CUTOFF]).agg(u_entropy_365d=-shares.plogp.sum())
-    user = totals.join(entropy, [USER_ID, CUTOFF], how="left").select(
-        totals, entropy.u_entropy_365d
-    )
-    user = user.join(days, [USER_ID, CUTOFF]).select(user, days.u_active_days_365d)
-    user = user.select(
+    user = totals.select(
         USER_ID,
         CUTOFF,
-        u_active_days_365d=user.u_active_days_365d,
-        u_spend_365d=user.u_spend_365d,
-        u_n_txn_365d=user.u_n_txn_365d,
-        u_n_merchants_365d=user.u_n_merchants_365d,
-        u_entropy_365d=user.u_entropy_365d.fill_null(0.0),
+        "u_active_days_365d",
+        "u_spend_365d",
+        "u_n_txn_365d",
+        "u_n_merchants_365d",
+        u_entropy_365d=entropy,
     )
     user_spend = totals.select(USER_ID, CUTOFF, "u_spend_365d")
     return {
@@ -362,6 +478,11 @@ def population_features(
     usable = usable_transactions(transactions, allowed).filter(ibis._[AMOUNT] > 0)
     buyers = materialize(usable.select(CUTOFF, USER_ID, MERCHANT_ID, MCC).distinct())
     n_allowed = allowed.group_by(CUTOFF).agg(**{N_USERS_ALLOWED: allowed.count()})
+    return population_shares(buyers, n_allowed)
+
+
+def population_shares(buyers: ir.Table, n_allowed: ir.Table) -> dict[str, ir.Table]:
+    """Buyers (CUTOFF = as-of, user, merchant, mcc) over users allowed at that instant."""
 
     def share(key: str, name: str) -> ir.Table:
         active = buyers.group_by([CUTOFF, key]).agg(n_active=buyers[USER_ID].nunique())
