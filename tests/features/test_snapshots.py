@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from frames import assert_same_rows, at, consents, transactions, users
 from hypothesis import HealthCheck, given, settings
@@ -180,3 +182,29 @@ def test_erase_user_removes_rows_from_every_snapshot(tmp_path):
     assert job.erase_user(tmp_path, "a") == {
         sid: {"user_merchant": 0, "user_mcc": 0, "user": 0} for sid in receipt
     }
+
+
+def test_content_hash_ignores_row_order_and_sees_every_value(tmp_path):
+    txns, u, cons = _world(
+        [
+            ("a", "2024-06-01", 10.0, "m1", "5411"),
+            ("a", "2024-06-02", 12.0, "m2", "5812"),
+            ("c", "2024-06-25", 7.0, "m2", "5812"),
+        ]
+    )
+    manifest = job.publish_snapshot(
+        _sources(txns, u, cons), tmp_path, at("2024-07-01").to_pydatetime()
+    )
+    folder = tmp_path / manifest["snapshot_id"]
+    counts = manifest["row_counts"]
+    assert job._content_hash(folder, counts) == manifest["content_hash"]
+    path = folder / "user_merchant.parquet"
+    table = pq.read_table(path)
+    assert table.num_rows == 3
+    pq.write_table(table.take([2, 0, 1]), path)  # the same rows in another order
+    assert job._content_hash(folder, counts) == manifest["content_hash"]
+    spend = table.column("um_spend_30d").to_pylist()
+    spend[0] += 0.01
+    column = table.schema.get_field_index("um_spend_30d")
+    pq.write_table(table.set_column(column, "um_spend_30d", pa.array(spend)), path)
+    assert job._content_hash(folder, counts) != manifest["content_hash"]

@@ -40,13 +40,12 @@ def test_a_snapshot_on_spark_equals_the_duckdb_snapshot(spark_world: SparkWorld)
     same = {k: v for k, v in duck_manifest.items() if k not in PER_BUILD}
     assert {k: spark_manifest[k] for k in same} == same  # exclusions by rule, row counts, ...
     assert sum(duck_manifest["exclusions_by_rule"].values()) > 0
-    # one Parquet file per table, rows in key order, instants in UTC
+    # one Parquet file per table, instants in UTC
     folder = spark_world.spark_features / spark_manifest["snapshot_id"]
     for name, keys in job.TABLE_KEYS.items():
         path = folder / f"{name}.parquet"
         assert path.is_file(), path
         frame = pq.read_table(path).to_pandas()
-        assert frame[keys].equals(frame.sort_values(keys)[keys].reset_index(drop=True)), name
         time_col = keys[1] if keys[0] == "user_id" else keys[0]
         assert str(frame[time_col].dt.tz) == "UTC"
 
