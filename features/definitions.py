@@ -35,12 +35,12 @@ AGE_DAYS = "age_days"
 RULE = "rule"
 N_ROWS = "n"
 WINDOW_FLOOR = "window_floor"  # cutoff - 365 d: the oldest instant any feature may read
-DENIED = "denied"  # the policy denies the user at the cutoff (objection, minor, unknown age)
 POP_FROM = "pop_from"  # start of the user's population window at the as-of instant (null: none)
-POP_UNTIL = "pop_until"
 POPULATION = "population"  # the row is a purchase inside the user's population window
 POP_BUYS = "pop_buys"
-DAY_NUMBER = "day_number"
+DAY_WORD_INDEX = "day_word"
+DAY_BIT = "day_bit"
+USER_RULE = "user_rule"  # the first user-level exclusion rule a user fails (0: none)
 DAY_WORDS, BITS_PER_WORD = 6, 62  # 372 bits hold the 366 calendar days a 365-day window meets
 DAY_WORD = "days_bits_"
 DAY_WORD_COLUMNS = tuple(f"{DAY_WORD}{k}" for k in range(DAY_WORDS))
@@ -181,13 +181,19 @@ def _policy_denied(cutoff: ir.TimestampValue, gated: ir.Table) -> ir.BooleanValu
 
 
 def snapshot_status(
-    pairs: ir.Table, windows: ir.Table, gates: ir.Table, as_of: ir.TimestampValue
+    users: ir.Table,
+    windows: ir.Table,
+    gates: ir.Table,
+    cutoff: ir.TimestampValue,
+    as_of: ir.TimestampValue,
 ) -> ir.Table:
     """Per user of a snapshot: what its transactions are checked against, in one small table.
 
-    The feature window at the cutoff (or why there is none) and, for population shares, the
-    90-day window at `as_of` when the user is allowed then (POP_FROM null otherwise).
+    USER_RULE is the first user-level rule the user fails at the cutoff (no consent, denied by
+    policy, withdrawn; 0 for none); USABLE_FROM the consent's oldest usable instant; POP_FROM
+    the start of the user's 90-day population window at `as_of` (null: not allowed then).
     """
+    pairs = users.select(USER_ID, **{CUTOFF: cutoff})
     active = pairs.join(
         windows,
         [
@@ -197,8 +203,7 @@ def snapshot_status(
         ],
     ).select(pairs[USER_ID], windows[USABLE_FROM])
     consented = active.group_by(USER_ID).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
-    at_as_of = pairs.select(USER_ID, **{CUTOFF: as_of})
-    population = allowed_pairs(at_as_of, windows, gates)
+    population = allowed_pairs(users.select(USER_ID, **{CUTOFF: as_of}), windows, gates)
     population = population.select(
         USER_ID,
         **{
@@ -210,66 +215,69 @@ def snapshot_status(
     s = pairs.left_join(consented, USER_ID).select(pairs[USER_ID], pairs[CUTOFF], USABLE_FROM)
     s = s.left_join(gates, USER_ID).select(s, gates[ADULT_FROM], gates[OBJECTION_AT], WITHDRAWN)
     s = s.left_join(population, USER_ID).select(s, population[POP_FROM])
-    return s.select(
-        USER_ID,
-        CUTOFF,
-        USABLE_FROM,
-        POP_FROM,
-        **{
-            DENIED: _policy_denied(s[CUTOFF], s),
-            WITHDRAWN: s[WITHDRAWN].fill_null(False),
-            WINDOW_FLOOR: s[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS),
-            POP_UNTIL: as_of,
-        },
-    )
+    user_rule = ibis.cases(
+        (s[USABLE_FROM].isnull(), _rule_code(RULE_NO_CONSENT)),
+        (_policy_denied(s[CUTOFF], s), _rule_code(RULE_POLICY_DENIED)),
+        (s[WITHDRAWN].fill_null(False), _rule_code(RULE_WITHDRAWN)),
+        else_=0,
+    ).cast("int8")
+    return s.select(USER_ID, USABLE_FROM, POP_FROM, **{USER_RULE: user_rule})
+
+
+def _rule_code(rule: str) -> int:
+    return EXCLUSION_RULES.index(rule) + 1
 
 
 def classified_aggregates(
-    transactions: ir.Table, status: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS
+    transactions: ir.Table,
+    status: ir.Table,
+    cutoff: ir.TimestampValue,
+    as_of: ir.TimestampValue,
+    half_life_days: float = DEFAULT_HALF_LIFE_DAYS,
 ) -> ir.Table:
     """The snapshot's one pass over the transactions: every row gets a rule code (0 kept,
     else the first failing rule: index into EXCLUSION_RULES, plus one) and lands in one group.
 
     Kept rows and population purchases group by (user, merchant, mcc, rule); every other row
-    loses its keys, so excluded rows fold into one group per rule and are only counted. One
+    loses its user, so excluded rows fold into a few groups per rule and are only counted. One
     aggregate then yields the exclusion counts, the window sums and the population buyers.
+    The cutoff and the window's start are constants, not columns: the join carries little.
     """
     t = transactions
     j = t.left_join(status, t[USER_ID] == status[USER_ID])
+    window_floor = cutoff - ibis.interval(days=MAX_WINDOW_DAYS)
     sensitive = j[MCC].isin(sorted(SENSITIVE_MCCS))
-    failing = {
-        RULE_AFTER_CUTOFF: j[CUTOFF].isnull() | (j[TS] >= j[CUTOFF]),
-        RULE_NO_CONSENT: j[USABLE_FROM].isnull(),
-        RULE_POLICY_DENIED: j[DENIED],
-        RULE_BEFORE_LOOKBACK: j[TS] < j[USABLE_FROM],
-        RULE_OUTSIDE_WINDOW: j[TS] < j[WINDOW_FLOOR],
-        RULE_SENSITIVE: sensitive,
-        RULE_WITHDRAWN: j[WITHDRAWN],
-    }
+    user_rule = j[USER_RULE]
     code = ibis.cases(
-        *((failing[rule], EXCLUSION_RULES.index(rule) + 1) for rule in EXCLUSION_RULES),
+        (user_rule.isnull() | (j[TS] >= cutoff), _rule_code(RULE_AFTER_CUTOFF)),  # unknown user
+        (user_rule == _rule_code(RULE_NO_CONSENT), _rule_code(RULE_NO_CONSENT)),
+        (user_rule == _rule_code(RULE_POLICY_DENIED), _rule_code(RULE_POLICY_DENIED)),
+        (j[TS] < j[USABLE_FROM], _rule_code(RULE_BEFORE_LOOKBACK)),
+        (j[TS] < window_floor, _rule_code(RULE_OUTSIDE_WINDOW)),
+        (sensitive, _rule_code(RULE_SENSITIVE)),
+        (user_rule == _rule_code(RULE_WITHDRAWN), _rule_code(RULE_WITHDRAWN)),
         else_=0,
     ).cast("int8")
     in_population_window = (
-        j[POP_FROM].notnull() & (j[TS] >= j[POP_FROM]) & (j[TS] < j[POP_UNTIL]) & (j[AMOUNT] > 0)
+        j[POP_FROM].notnull() & (j[TS] >= j[POP_FROM]) & (j[TS] < as_of) & (j[AMOUNT] > 0)
     ).fill_null(False)
     # The MCC list is checked only for the few rows in the window (a CASE evaluates lazily).
     pop = ibis.ifelse(in_population_window, ~sensitive, False)
     rows = j.select(
+        t[USER_ID],
         t[MERCHANT_ID],
         t[MCC],
         t[AMOUNT],
         **{
-            USER_ID: t[USER_ID],
             RULE: code,
             POPULATION: pop,
-            AGE_DAYS: _days_between(j[CUTOFF], j[TS]),
-            DAY_NUMBER: _day_number(j[TS], j[WINDOW_FLOOR]),
+            AGE_DAYS: _days_between(cutoff, j[TS]),
+            **_day_bit(_day_number(j[TS], window_floor)),
         },
     )
     keyed = (rows[RULE] == 0) | rows[POPULATION]
-    keys = {k: ibis.ifelse(keyed, rows[k], ibis.null()) for k in (USER_ID, MERCHANT_ID, MCC)}
-    return rows.group_by([*(v.name(k) for k, v in keys.items()), RULE]).agg(
+    groups = {USER_ID: ibis.ifelse(keyed, rows[USER_ID], ibis.null())}
+    return rows.group_by([groups[USER_ID].name(USER_ID), MERCHANT_ID, MCC, RULE]).agg(
         **{N_ROWS: rows.count(), POP_BUYS: rows.count(where=rows[POPULATION])},
         **_window_metrics(rows, half_life_days),
     )
@@ -305,7 +313,7 @@ def snapshot_population(
 
 def window_aggregates(usable: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> ir.Table:
     """Point in time: per (user, cutoff, merchant, mcc) window sums of usable transactions."""
-    rows = usable.mutate(**{DAY_NUMBER: _day_number(usable[TS], usable[WINDOW_FLOOR])})
+    rows = usable.mutate(**_day_bit(_day_number(usable[TS], usable[WINDOW_FLOOR])))
     return rows.group_by([USER_ID, CUTOFF, MERCHANT_ID, MCC]).agg(
         **_window_metrics(rows, half_life_days)
     )
@@ -320,6 +328,14 @@ def _day_number(ts: ir.TimestampValue, floor: ir.TimestampValue) -> ir.IntegerVa
     return ibis.greatest(ibis.least(days.cast("int64"), DAY_WORDS * BITS_PER_WORD - 1), 0)
 
 
+def _day_bit(day: ir.IntegerValue) -> dict[str, ir.IntegerValue]:
+    """A day's word in the bitmap and its bit there, computed once per row."""
+    return {
+        DAY_WORD_INDEX: day // BITS_PER_WORD,
+        DAY_BIT: ibis.literal(1, type="int64") << (day % BITS_PER_WORD),
+    }
+
+
 @ibis.udf.agg.builtin(name="bit_or")
 def _bit_or(x: dt.int64) -> dt.int64:  # type: ignore[empty-body]
     """SQL bit_or: Ibis's own compiles on DuckDB but not on Spark; both know this name."""
@@ -332,7 +348,7 @@ def _bit_count(x: dt.int64) -> dt.int64:  # type: ignore[empty-body]
 
 def _window_metrics(rows: ir.Table, half_life_days: float) -> dict[str, ir.Value]:
     """Sums over a group's rows; only kept groups are read, so no per-row keep filter."""
-    age, amount, day = rows[AGE_DAYS], rows[AMOUNT], rows[DAY_NUMBER]
+    age, amount = rows[AGE_DAYS], rows[AMOUNT]
     purchase = amount > 0
     decay = (age * (-math.log(2.0) / half_life_days)).exp()
     metrics: dict[str, ir.Value] = {}
@@ -345,21 +361,20 @@ def _window_metrics(rows: ir.Table, half_life_days: float) -> dict[str, ir.Value
     metrics["min_age_purchase"] = age.min(where=purchase)
     metrics["decayed_spend"] = (amount * decay).sum()
     # Active days without a second pass: each group keeps a bitmap of its days, users OR them.
-    bit = ibis.literal(1, type="int64") << (day % BITS_PER_WORD)
-    word = day // BITS_PER_WORD
     for k in range(DAY_WORDS):
-        metrics[f"{DAY_WORD}{k}"] = _bit_or(bit, where=word == k)
+        metrics[f"{DAY_WORD}{k}"] = _bit_or(rows[DAY_BIT], where=rows[DAY_WORD_INDEX] == k)
     return metrics
 
 
-def _rollup(base: ir.Table, keys: list[str]) -> ir.Table:
+def _rollup(base: ir.Table, keys: list[str], with_days: bool) -> ir.Table:
     sums = [f"n_{d}d" for d in WINDOWS_DAYS] + [f"spend_{d}d" for d in WINDOWS_DAYS]
     sums += ["decayed_spend"]
     # Counts are summed as float64 and cast back at the end: DuckDB widens SUM(BIGINT) to
     # HUGEINT, which Parquet stores as double, and Ibis drops an int64 -> int64 cast as a no-op.
     metrics: dict[str, ir.Value] = {c: base[c].cast("float64").sum() for c in sums}
     metrics["min_age_purchase"] = base["min_age_purchase"].min()
-    metrics.update({w: _bit_or(base[w]) for w in DAY_WORD_COLUMNS})
+    if with_days:  # only the user totals read the day bitmaps
+        metrics.update({w: _bit_or(base[w]) for w in DAY_WORD_COLUMNS})
     return base.group_by(keys).agg(**metrics)
 
 
@@ -411,8 +426,8 @@ def affinity_features(
     if one_mcc_per_merchant:
         by_merchant = base.drop(MCC)
     else:
-        by_merchant = materialize(_rollup(base, [USER_ID, CUTOFF, MERCHANT_ID]))
-    by_mcc = _rollup(base, [USER_ID, CUTOFF, MCC])
+        by_merchant = materialize(_rollup(base, [USER_ID, CUTOFF, MERCHANT_ID], with_days=True))
+    by_mcc = _rollup(base, [USER_ID, CUTOFF, MCC], with_days=False)
 
     s = ibis.greatest(by_merchant["spend_365d"].fill_null(0.0), 0.0)
     buys = by_merchant["n_365d"]
@@ -427,12 +442,16 @@ def affinity_features(
             u_n_txn_365d=buys.sum().cast("int64"),
             u_n_merchants_365d=by_merchant.count(where=buys > 0).cast("int64"),
             s_log_s=(s * s.ln()).sum(where=s > 0),
+            n_spending=by_merchant.count(where=s > 0),
         )
     )
-    # Entropy of p = s / S without a second pass: -sum p ln p = ln S - sum(s ln s) / S.
+    # Entropy of p = s / S without a second pass: -sum p ln p = ln S - sum(s ln s) / S
+    # (exactly 0 for one merchant, where the identity would leave a rounding residue).
     total = totals.u_spend_365d
     entropy = ibis.ifelse(
-        total > 0, ibis.greatest(total.ln() - totals.s_log_s.fill_null(0.0) / total, 0.0), 0.0
+        totals.n_spending > 1,
+        ibis.greatest(total.ln() - totals.s_log_s.fill_null(0.0) / total, 0.0),
+        0.0,
     )
     user = totals.select(
         USER_ID,

@@ -84,9 +84,12 @@ def user_gates(
 ) -> pd.DataFrame:
     """Per user: when they become adult, when they objected, and whether they are withdrawn."""
     erased = erased or {}
-    adult = users[BIRTH_DATE].map(
-        lambda d: None if d is None or pd.isna(d) else pd.Timestamp(eighteenth_birthday(d), tz=UTC)
-    )
+    births = users[BIRTH_DATE]
+    adult_by_birth = {  # a few thousand distinct birth dates for any number of users
+        d: None if d is None or pd.isna(d) else pd.Timestamp(eighteenth_birthday(d), tz=UTC)
+        for d in births.dropna().unique()
+    }
+    adult = births.map(adult_by_birth)
     withdrawn = withdrawn_users(windows, run_time) | {u for u, t in erased.items() if t <= run_time}
     user_ids = users[USER_ID].astype(str)
     frame = pd.DataFrame(

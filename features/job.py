@@ -15,6 +15,7 @@ import tempfile
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,9 +77,16 @@ class Sources:
     users: ir.Table
     windows: ir.Table
     gates: ir.Table
-    digests: dict[str, str]
+    pending_digests: dict[str, str] | Future[dict[str, str]]
     run_time: datetime
     n_erased: int
+
+    @property
+    def digests(self) -> dict[str, str]:
+        """Source file digests; computed beside the job, so the first read may wait for them."""
+        if isinstance(self.pending_digests, Future):
+            self.pending_digests = self.pending_digests.result()
+        return self.pending_digests
 
 
 DUCKDB_MEMORY_SHARE = 0.25  # of physical memory; past it DuckDB spills to a temp folder
@@ -98,6 +106,9 @@ def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
         weakref.finalize(con, shutil.rmtree, spill, True)
         con.raw_sql(f"SET memory_limit = '{limit_mb}MB'")
         con.raw_sql(f"SET temp_directory = '{spill}'")
+        # Row order carries no meaning in any table here (readers index by key, the content
+        # hash is order-free), so DuckDB may write and cache in parallel without keeping it.
+        con.raw_sql("SET preserve_insertion_order = false")
         return con
     if engine == "spark":
         from features.spark import spark_backend
@@ -167,8 +178,14 @@ def open_sources(
     con = con if con is not None else connect(engine)
     from features.validate import load_tables  # noqa: PLC0415 (written by a parallel change)
 
+    # Hashing a large transactions file takes seconds; hashlib releases the GIL, so a thread
+    # digests the sources while the engine scans them.
+    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-digests")
+    digests = hashing.submit(
+        lambda: {t: file_digest(table_path(data_dir, t)) for t in (TRANSACTIONS, USERS, CONSENTS)}
+    )
+    hashing.shutdown(wait=False)
     small = load_tables(data_dir, tables=(USERS, CONSENTS))
-    digests = {t: file_digest(table_path(data_dir, t)) for t in (TRANSACTIONS, USERS, CONSENTS)}
     return register_sources(
         con,
         _read_transactions(con, data_dir),
@@ -187,7 +204,7 @@ def register_sources(
     consents: pd.DataFrame,
     erased: Mapping[str, datetime],
     run_time: datetime,
-    digests: dict[str, str] | None = None,
+    digests: dict[str, str] | Future[dict[str, str]] | None = None,
 ) -> Sources:
     """Sources from typed frames (transactions may already be a backend table)."""
     if isinstance(transactions, pd.DataFrame):
@@ -201,7 +218,7 @@ def register_sources(
         users=con.create_table("users_ids", users[[USER_ID]].astype(str), overwrite=True),
         windows=con.create_table("consent_windows", windows, overwrite=True),
         gates=con.create_table("user_gates", gates, overwrite=True),
-        digests=digests or {},
+        pending_digests={} if digests is None else digests,
         run_time=run_time,
         n_erased=sum(1 for t in erased.values() if t <= run_time),
     )
@@ -300,10 +317,15 @@ def publish_snapshot(
     population_as_of = _population_as_of(cutoff)
     cutoff_lit = ibis.literal(pd.Timestamp(cutoff), type="timestamp('UTC')")
     as_of_lit = ibis.literal(population_as_of, type="timestamp('UTC')")
-    pairs = sources.users.select(USER_ID, **{fd.CUTOFF: cutoff_lit})
-    status = _cache(fd.snapshot_status(pairs, sources.windows, sources.gates, as_of_lit))
+    status = _cache(
+        fd.snapshot_status(sources.users, sources.windows, sources.gates, cutoff_lit, as_of_lit)
+    )
     # One pass over the transactions: counts, window sums and population buyers all read it.
-    aggregates = _cache(fd.classified_aggregates(sources.transactions, status, half_life_days))
+    aggregates = _cache(
+        fd.classified_aggregates(
+            sources.transactions, status, cutoff_lit, as_of_lit, half_life_days
+        )
+    )
     base = fd.kept_aggregates(aggregates, cutoff_lit)
     exprs = _named(_affinity(con, base), fd.snapshot_population(aggregates, status, as_of_lit))
 

@@ -517,6 +517,7 @@ def _parse_string_list(s: pd.Series) -> _Parsed:
     bad = np.zeros(n, bool)
     empty = np.zeros(n, bool)
     memo: dict[str, list[str] | None] = {}
+    lists: dict[tuple, list[str] | None] = {}  # few distinct purpose lists: parse each once
     for i, v in enumerate(s.to_numpy(dtype=object)):
         if isinstance(v, str):
             text = v.strip()
@@ -527,7 +528,12 @@ def _parse_string_list(s: pd.Series) -> _Parsed:
                 memo[text] = _list_from_text(text)
             items = memo[text]
         elif isinstance(v, list | tuple | np.ndarray):
-            items = [i.strip() for i in v] if all(isinstance(i, str) for i in v) else None
+            key = tuple(v)
+            if key not in lists:
+                lists[key] = (
+                    [i.strip() for i in key] if all(isinstance(i, str) for i in key) else None
+                )
+            items = lists[key]
         elif _is_null_scalar(v):
             null[i] = True
             continue

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 import pytest
-from frames import at, consents, features_at, transactions, users
+from frames import assert_same_rows, at, consents, features_at, transactions, users
 
 from features import job
 
@@ -119,3 +119,61 @@ def test_half_life_is_a_parameter():
     pairs = pd.DataFrame({"user_id": ["u1"], "cutoff": [at("2024-07-01")]})
     decayed = job.point_in_time(sources, pairs, half_life_days=15.0).user_merchant.um_decayed_spend
     assert decayed.iloc[0] == pytest.approx(8 * 2 ** (-30 / 15))
+
+
+def test_a_merchant_under_two_mccs_rolls_up_per_merchant_and_splits_per_mcc():
+    txns = transactions(
+        [
+            ("u1", "2024-06-01", 10.0, "m1", "5411"),
+            ("u1", "2024-06-11", 5.0, "m1", "5812"),  # the same merchant, recoded
+            ("u1", "2024-06-21", 3.0, "m2", "5812"),
+        ]
+    )
+    cons = consents([{"user_id": "u1", "granted_at": "2024-01-01"}])
+    tables = features_at(txns, users(["u1"]), cons, [("u1", CUT)])
+    m1 = _row(tables.user_merchant, user_id="u1", merchant_id="m1")
+    assert (m1.um_n_365d, m1.um_spend_365d, m1.um_days_since_last) == (2, 15.0, 20.0)
+    assert m1.um_share_365d == pytest.approx(15 / 18)
+    assert len(tables.user_merchant) == 2
+    grocery = _row(tables.user_mcc, user_id="u1", mcc="5411")
+    dining = _row(tables.user_mcc, user_id="u1", mcc="5812")
+    assert (grocery.uc_n_365d, grocery.uc_spend_365d) == (1, 10.0)
+    assert (dining.uc_n_365d, dining.uc_spend_365d, dining.uc_days_since_last) == (2, 8.0, 10.0)
+    user = _row(tables.user, user_id="u1")
+    assert (user.u_n_merchants_365d, user.u_active_days_365d, user.u_spend_365d) == (2, 3, 18.0)
+    p = [15 / 18, 3 / 18]
+    assert user.u_entropy_365d == pytest.approx(-sum(x * math.log(x) for x in p), rel=1e-12)
+
+
+def test_the_merchant_rollup_shortcut_changes_no_value():
+    """One MCC per merchant skips the per-merchant rollup; forcing it gives the same tables."""
+    from features import definitions as fd
+
+    txns = transactions(
+        [
+            ("u1", "2024-06-01", 10.0, "m1", "5411"),
+            ("u1", "2024-06-20", 20.0, "m1", "5411"),
+            ("u1", "2024-06-25", -4.0, "m1", "5411"),
+            ("u2", "2024-05-01", 5.0, "m2", "5812"),
+        ]
+    )
+    cons = consents([{"user_id": u, "granted_at": "2024-01-01"} for u in ("u1", "u2")])
+    sources = job.register_sources(
+        job.connect(threads=1), txns, users(["u1", "u2"]), cons, {}, at("2030-01-01")
+    )
+    pairs = sources.con.create_table(
+        "p", pd.DataFrame({"user_id": ["u1", "u2"], "cutoff": [at(CUT)] * 2}), overwrite=True
+    )
+    allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
+    base = fd.window_aggregates(fd.usable_transactions(sources.transactions, allowed))
+    assert sources.con.execute(fd.merchants_with_several_mccs(base)) == 0
+    short = fd.affinity_features(base, one_mcc_per_merchant=True)
+    full = fd.affinity_features(base, one_mcc_per_merchant=False)
+    for name, keys in (
+        ("user_merchant", ["user_id", "merchant_id"]),
+        ("user_mcc", ["user_id", "mcc"]),
+        ("user", ["user_id"]),
+    ):
+        got, expected = (sources.con.execute(t[name]) for t in (short, full))
+        assert len(got) > 0
+        assert_same_rows(got, expected, keys, rtol=0)
