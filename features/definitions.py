@@ -292,12 +292,11 @@ def rule_name(code: int) -> str:
     return RULE_KEPT if code == 0 else EXCLUSION_RULES[code - 1]
 
 
-def kept_aggregates(aggregates: ir.Table, cutoff: ir.TimestampValue) -> ir.Table:
-    """The kept groups of `classified_aggregates`, shaped like `window_aggregates`."""
+def kept_aggregates(aggregates: ir.Table) -> ir.Table:
+    """The kept groups of `classified_aggregates`: `window_aggregates` without the (constant)
+    cutoff column, which `affinity_features` adds to its outputs."""
     kept = aggregates.filter(aggregates[RULE] == 0)
-    return kept.select(USER_ID, MERCHANT_ID, MCC, *METRICS, **{CUTOFF: cutoff}).select(
-        USER_ID, CUTOFF, MERCHANT_ID, MCC, *METRICS
-    )
+    return kept.select(USER_ID, MERCHANT_ID, MCC, *METRICS)
 
 
 def snapshot_population(
@@ -378,10 +377,15 @@ def _rollup(base: ir.Table, keys: list[str], with_days: bool) -> ir.Table:
     return base.group_by(keys).agg(**metrics)
 
 
-def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Table) -> ir.Table:
-    r = rolled.join(
-        user_spend, [rolled[USER_ID] == user_spend[USER_ID], rolled[CUTOFF] == user_spend[CUTOFF]]
-    )
+def _finish_affinity(
+    rolled: ir.Table,
+    key: str,
+    prefix: str,
+    user_spend: ir.Table,
+    cutoff: ir.TimestampValue | None,
+) -> ir.Table:
+    pair = _pair_keys(cutoff)
+    r = rolled.join(user_spend, [rolled[k] == user_spend[k] for k in pair])
     floor0 = {
         f"spend_{d}d": ibis.greatest(r[f"spend_{d}d"].fill_null(0.0), 0.0) for d in WINDOWS_DAYS
     }
@@ -401,8 +405,16 @@ def _finish_affinity(rolled: ir.Table, key: str, prefix: str, user_spend: ir.Tab
         "trend": ((recent + 1.0) / (base / 2.0 + 1.0)).ln(),
     }
     return r.select(
-        r[USER_ID], r[CUTOFF], r[key], **{f"{prefix}{name}": expr for name, expr in out.items()}
+        r[USER_ID],
+        **{CUTOFF: r[CUTOFF] if cutoff is None else cutoff},
+        **{key: r[key]},
+        **{f"{prefix}{name}": expr for name, expr in out.items()},
     )
+
+
+def _pair_keys(cutoff: ir.TimestampValue | None) -> list[str]:
+    """A snapshot's one cutoff is a constant, not a key to group and join on."""
+    return [USER_ID, CUTOFF] if cutoff is None else [USER_ID]
 
 
 def merchants_with_several_mccs(base: ir.Table) -> ir.IntegerScalar:
@@ -415,19 +427,23 @@ def affinity_features(
     base: ir.Table,
     materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
     one_mcc_per_merchant: bool = False,
+    cutoff: ir.TimestampValue | None = None,
 ) -> dict[str, ir.Table]:
     """User x merchant, user x mcc and user features from window aggregates.
+
+    `base` holds a CUTOFF column (point in time), or none when `cutoff` gives the snapshot's.
 
     `materialize` lets the job keep intermediate tables that several outputs read (the
     per-merchant rollup and the user totals) instead of recomputing them per output. When
     every merchant has one MCC (`merchants_with_several_mccs` is 0), the per-merchant rollup
     of `base` is `base` itself and is not computed.
     """
+    pair = _pair_keys(cutoff)
     if one_mcc_per_merchant:
         by_merchant = base.drop(MCC)
     else:
-        by_merchant = materialize(_rollup(base, [USER_ID, CUTOFF, MERCHANT_ID], with_days=True))
-    by_mcc = _rollup(base, [USER_ID, CUTOFF, MCC], with_days=False)
+        by_merchant = materialize(_rollup(base, [*pair, MERCHANT_ID], with_days=True))
+    by_mcc = _rollup(base, [*pair, MCC], with_days=False)
 
     s = ibis.greatest(by_merchant["spend_365d"].fill_null(0.0), 0.0)
     buys = by_merchant["n_365d"]
@@ -436,7 +452,7 @@ def affinity_features(
         ibis.literal(0, type="int64"),
     )
     totals = materialize(
-        by_merchant.group_by([USER_ID, CUTOFF]).agg(
+        by_merchant.group_by(pair).agg(
             u_active_days_365d=active_days,
             u_spend_365d=s.sum(),
             u_n_txn_365d=buys.sum().cast("int64"),
@@ -455,19 +471,19 @@ def affinity_features(
     )
     user = totals.select(
         USER_ID,
-        CUTOFF,
-        "u_active_days_365d",
-        "u_spend_365d",
-        "u_n_txn_365d",
-        "u_n_merchants_365d",
+        **{CUTOFF: totals[CUTOFF] if cutoff is None else cutoff},
+        u_active_days_365d=totals.u_active_days_365d,
+        u_spend_365d=totals.u_spend_365d,
+        u_n_txn_365d=totals.u_n_txn_365d,
+        u_n_merchants_365d=totals.u_n_merchants_365d,
         u_entropy_365d=entropy,
     )
-    user_spend = totals.select(USER_ID, CUTOFF, "u_spend_365d")
+    user_spend = totals.select(*pair, "u_spend_365d")
     return {
         "user_merchant": _finish_affinity(
-            by_merchant, MERCHANT_ID, USER_MERCHANT_PREFIX, user_spend
+            by_merchant, MERCHANT_ID, USER_MERCHANT_PREFIX, user_spend, cutoff
         ),
-        "user_mcc": _finish_affinity(by_mcc, MCC, USER_MCC_PREFIX, user_spend),
+        "user_mcc": _finish_affinity(by_mcc, MCC, USER_MCC_PREFIX, user_spend, cutoff),
         "user": user,
     }
 

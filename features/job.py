@@ -238,11 +238,13 @@ def _population_as_of(cutoff: datetime) -> pd.Timestamp:
     )
 
 
-def _affinity(con: Any, base: ir.Table) -> dict[str, ir.Table]:
+def _affinity(con: Any, base: ir.Table, cutoff: Any = None) -> dict[str, ir.Table]:
     """Affinity tables from cached window aggregates, skipping the merchant rollup if it is
     the identity (one MCC per merchant: a cheap check on a table already in memory)."""
     several = int(con.execute(fd.merchants_with_several_mccs(base)))
-    return fd.affinity_features(base, materialize=_cache, one_mcc_per_merchant=several == 0)
+    return fd.affinity_features(
+        base, materialize=_cache, one_mcc_per_merchant=several == 0, cutoff=cutoff
+    )
 
 
 def _cache(table: ir.Table) -> ir.Table:
@@ -326,8 +328,10 @@ def publish_snapshot(
             sources.transactions, status, cutoff_lit, as_of_lit, half_life_days
         )
     )
-    base = fd.kept_aggregates(aggregates, cutoff_lit)
-    exprs = _named(_affinity(con, base), fd.snapshot_population(aggregates, status, as_of_lit))
+    base = fd.kept_aggregates(aggregates)
+    exprs = _named(
+        _affinity(con, base, cutoff_lit), fd.snapshot_population(aggregates, status, as_of_lit)
+    )
 
     features_dir.mkdir(parents=True, exist_ok=True)
     staging = features_dir / f".staging-{uuid.uuid4().hex}"
