@@ -177,3 +177,14 @@ def test_the_merchant_rollup_shortcut_changes_no_value():
         got, expected = (sources.con.execute(t[name]) for t in (short, full))
         assert len(got) > 0
         assert_same_rows(got, expected, keys, rtol=0)
+
+
+def test_active_days_count_every_day_of_the_window():
+    """A purchase every day for a year: 365 distinct days, across all six bitmap words."""
+    days = pd.date_range("2023-07-02 12:00", "2024-06-30 12:00", freq="D", tz="UTC")
+    txns = transactions([("u1", str(d), 1.0, "m1", "5411") for d in days])
+    cons = consents([{"user_id": "u1", "granted_at": "2024-01-01"}])
+    tables = features_at(txns, users(["u1"]), cons, [("u1", CUT)])
+    r = _row(tables.user, user_id="u1")
+    assert len(days) == 365
+    assert (r.u_active_days_365d, r.u_n_txn_365d) == (365, 365)
