@@ -331,7 +331,9 @@ def _day_bit(day: ir.IntegerValue) -> dict[str, ir.IntegerValue]:
     """A day's word in the bitmap and its bit there, computed once per row."""
     return {
         DAY_WORD_INDEX: day // BITS_PER_WORD,
-        DAY_BIT: ibis.literal(1, type="int64") << (day % BITS_PER_WORD),
+        # a 64-bit one: an int64 literal compiles to a bare `1`, which Spark shifts as a
+        # 32-bit int (shift counts wrap at 32); the explicit cast survives compilation
+        DAY_BIT: ibis.literal(1, type="int8").cast("int64") << (day % BITS_PER_WORD),
     }
 
 

@@ -95,7 +95,8 @@ def test_sub_second_transactions_agree(spark_world: SparkWorld, tmp_path: Path, 
         built[engine] = (job.load_snapshot(tmp_path / engine)[0], manifest)
     assert_tables_equal(built["spark"][0], built["duckdb"][0])
     ages = {
-        e: t.user_merchant.sort_values(["user_id", "merchant_id"]) for e, (t, _) in built.items()
+        e: t.user_merchant.sort_values(["user_id", "merchant_id"]).reset_index(drop=True)
+        for e, (t, _) in built.items()
     }
     assert ages["spark"]["um_days_since_last"].equals(ages["duckdb"]["um_days_since_last"])
     for field in ("exclusions_by_rule", "row_counts", "transactions_read", "transactions_used"):
