@@ -401,7 +401,9 @@ def _write_table(con: Any, table: ir.Table, path: Path) -> None:
     the tables are aggregates, small next to the transactions.
     """
     if con.name == "duckdb":
-        con.to_parquet(table, path)
+        # No dictionary pages: float and user-id columns never fit one, and trying first made
+        # writes ~1.5x slower for ~12% smaller files.
+        con.to_parquet(table, path, dictionary_size_limit=1)
     else:
         pq.write_table(con.to_pyarrow(table), path)
 
