@@ -2,10 +2,14 @@
 
 Pure functions: Ibis tables in, Ibis tables out. Nothing here knows the backend; the job module
 runs them on DuckDB (default) or Spark. Only portable operations are used: equality and
-inequality joins, conditional aggregates, `truncate`, `epoch_seconds`; no `asof_join`.
+inequality joins, conditional aggregates, `epoch_seconds`, bit shifts, and SQL's `bit_or` and
+`bit_count` (declared as builtin UDFs: the same names on both engines); no `asof_join`.
 
 Every feature is computed per (user_id, cutoff) "pair", so a snapshot (one cutoff for all
-users) and point-in-time training rows (many cutoffs) are the same computation.
+users) and point-in-time training rows (many cutoffs) are the same sums. A snapshot reads the
+transactions once (`classified_aggregates`: exclusion counts, window sums, day bitmaps for
+active days, population buyers, all in one GROUP BY); point in time is one range join
+(`usable_transactions`) into `window_aggregates`. Both feed `affinity_features`.
 """
 
 from __future__ import annotations
