@@ -208,3 +208,29 @@ def test_content_hash_ignores_row_order_and_sees_every_value(tmp_path):
     column = table.schema.get_field_index("um_spend_30d")
     pq.write_table(table.set_column(column, "um_spend_30d", pa.array(spend)), path)
     assert job._content_hash(folder, counts) != manifest["content_hash"]
+
+
+def test_population_counts_users_allowed_at_the_month_start_but_not_at_the_cutoff(tmp_path):
+    """c revoked on June 15 (re-authorised June 20): a snapshot on June 17 uses none of c's rows
+    for features, yet c was allowed on June 1, the population as-of, so c's May purchase counts
+    there, exactly as the point-in-time path counts it."""
+    txns, u, cons = _world(
+        [
+            ("c", "2024-05-10", 10.0, "m2", "5812"),
+            ("a", "2024-05-15", 5.0, "m1", "5411"),
+        ]
+    )
+    cutoff = at("2024-06-17")
+    manifest = job.publish_snapshot(_sources(txns, u, cons), tmp_path, cutoff.to_pydatetime())
+    tables, _ = job.load_snapshot(tmp_path)
+    assert set(tables.user_merchant.user_id) == {"a"}
+    assert manifest["exclusions_by_rule"][fd.RULE_NO_CONSENT] == 1
+    assert manifest["transactions_used"] == 1
+    shares = dict(zip(tables.merchant_pop.merchant_id, tables.merchant_pop.m_pop_90d, strict=True))
+    assert shares == {"m1": pytest.approx(1 / 3), "m2": pytest.approx(1 / 3)}  # a, b, c allowed
+    assert set(tables.merchant_pop.as_of) == {at("2024-06-01")}
+    pit = job.point_in_time(
+        _sources(txns, u, cons), pd.DataFrame({"user_id": ["a"], "cutoff": [cutoff]})
+    )
+    assert_same_rows(pit.merchant_pop, tables.merchant_pop, job.TABLE_KEYS["merchant_pop"])
+    assert_same_rows(pit.mcc_pop, tables.mcc_pop, job.TABLE_KEYS["mcc_pop"])
