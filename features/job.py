@@ -134,10 +134,10 @@ def _duckdb_backend_class() -> type:
         def visit_ExtractEpochSeconds(self, op: Any, *, arg: Any) -> Any:
             return self.cast(self.f.epoch_us(arg), dt.float64) / 1_000_000.0
 
-    class UtcDuckDBBackend(Backend):
+    class EpochDuckDBBackend(Backend):
         compiler = EpochCompiler()
 
-    return UtcDuckDBBackend
+    return EpochDuckDBBackend
 
 
 def _read_transactions(con: Any, data_dir: Path) -> ir.Table:
@@ -240,7 +240,9 @@ def _population_as_of(cutoff: datetime) -> pd.Timestamp:
     )
 
 
-def _affinity(con: Any, base: ir.Table, cutoff: Any = None) -> dict[str, ir.Table]:
+def _affinity(
+    con: Any, base: ir.Table, cutoff: ir.TimestampValue | None = None
+) -> dict[str, ir.Table]:
     """Affinity tables from cached window aggregates, skipping the merchant rollup if it is
     the identity (one MCC per merchant: a cheap check on a table already in memory)."""
     several = int(con.execute(fd.merchants_with_several_mccs(base)))
