@@ -373,6 +373,7 @@ def serve(
 
     import uvicorn
 
+    from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
 
     if not read_tokens():
@@ -391,7 +392,8 @@ def serve(
         port=port,
         workers=workers,
         access_log=access_log,
-        http="serving.server:NoDelayH11Protocol",  # TCP_NODELAY (see serving/server.py)
+        http=server.http_protocol(),  # httptools when installed, TCP_NODELAY (serving/server.py)
+        loop=server.event_loop(),
     )
 
 
