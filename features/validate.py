@@ -531,23 +531,29 @@ def _parse_arrow_lists(s: pd.Series) -> _Parsed | None:
         [i.strip() for i in key.split(_LIST_SEPARATOR)] if key else []
         for key in encoded.dictionary.to_pylist()
     ]
-    values = np.full(len(raw), None, dtype=object)
-    bad = np.zeros(len(raw), bool)
-    empty = np.zeros(len(raw), bool)
-    for i, code in enumerate(codes):
+    split_lengths = np.array([len(p) for p in parsed] + [0])[codes]  # code -1 reads the 0
+    if ((codes >= 0) & (lengths > 0) & (split_lengths != lengths)).any():
+        return None  # an item holds the separator: let the per-row loop decide
+    return _list_rows(s.index, [parsed[c] if c >= 0 else None for c in codes], null)
+
+
+def _list_rows(index: pd.Index, items: list[list[str] | None], null: np.ndarray) -> _Parsed:
+    """Each row's items (None: not a list of strings) as values, bad and empty-list masks."""
+    n = len(items)
+    values = np.full(n, None, dtype=object)
+    bad = np.zeros(n, bool)
+    empty = np.zeros(n, bool)
+    for i, row in enumerate(items):
         if null[i]:
             continue
-        items = parsed[code] if code >= 0 else None
-        if items is None or len(items) != lengths[i] and lengths[i] > 0:
-            bad[i] = True  # a null item, or an item holding the separator: not a list of str
-            if code >= 0:
-                return None  # the separator itself: let the per-row loop decide
-        elif not items or not all(items):
+        if row is None:
+            bad[i] = True
+        elif not row or not all(row):
             empty[i] = True
         else:
-            values[i] = list(items)  # each row its own list: callers may mutate theirs
+            values[i] = list(row)  # each row its own list: callers may mutate theirs
     return _Parsed(
-        pd.Series(values, index=s.index, dtype=object), null, bad, [(Rule.EMPTY_LIST, empty)]
+        pd.Series(values, index=index, dtype=object), null, bad, [(Rule.EMPTY_LIST, empty)]
     )
 
 
@@ -556,43 +562,29 @@ def _parse_string_list(s: pd.Series) -> _Parsed:
     fast = _parse_arrow_lists(s)
     if fast is not None:
         return fast
-    n = len(s)
-    values = np.full(n, None, dtype=object)
-    null = np.zeros(n, bool)
-    bad = np.zeros(n, bool)
-    empty = np.zeros(n, bool)
+    null = np.zeros(len(s), bool)
+    items: list[list[str] | None] = []
     memo: dict[str, list[str] | None] = {}
     lists: dict[tuple, list[str] | None] = {}  # few distinct purpose lists: parse each once
     for i, v in enumerate(s.to_numpy(dtype=object)):
+        row: list[str] | None = None
         if isinstance(v, str):
             text = v.strip()
-            if not text:
-                null[i] = True
-                continue
-            if text not in memo:
+            null[i] = not text
+            if text and text not in memo:
                 memo[text] = _list_from_text(text)
-            items = memo[text]
+            row = memo.get(text)
         elif isinstance(v, list | tuple | np.ndarray):
             key = tuple(v)
             if key not in lists:
                 lists[key] = (
                     [i.strip() for i in key] if all(isinstance(i, str) for i in key) else None
                 )
-            items = lists[key]
+            row = lists[key]
         elif _is_null_scalar(v):
             null[i] = True
-            continue
-        else:
-            items = None
-        if items is None:
-            bad[i] = True
-        elif not items or not all(items):
-            empty[i] = True
-        else:
-            values[i] = list(items)  # each row its own list: callers may mutate theirs
-    return _Parsed(
-        pd.Series(values, index=s.index, dtype=object), null, bad, [(Rule.EMPTY_LIST, empty)]
-    )
+        items.append(row)
+    return _list_rows(s.index, items, null)
 
 
 _PARSERS: dict[Kind, Callable[[pd.Series], _Parsed]] = {
