@@ -280,8 +280,8 @@ def classified_aggregates(
         },
     )
     keyed = (rows[RULE] == 0) | rows[POPULATION]
-    groups = {USER_ID: ibis.ifelse(keyed, rows[USER_ID], ibis.null())}
-    return rows.group_by([groups[USER_ID].name(USER_ID), MERCHANT_ID, MCC, RULE]).agg(
+    user = ibis.ifelse(keyed, rows[USER_ID], ibis.null()).name(USER_ID)
+    return rows.group_by([user, MERCHANT_ID, MCC, RULE]).agg(
         **{N_ROWS: rows.count(), POP_BUYS: rows.count(where=rows[POPULATION])},
         **_window_metrics(rows, half_life_days),
     )
