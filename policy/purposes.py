@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from enum import StrEnum
 
 OFFER_RANKING = "offer_ranking"
@@ -25,6 +27,8 @@ BANNED_PURPOSES: frozenset[str] = frozenset(
 SERVED_PURPOSES: frozenset[str] = frozenset({OFFER_RANKING})
 KNOWN_PURPOSES: frozenset[str] = SERVED_PURPOSES | OTHER_CONSENTED_PURPOSES | BANNED_PURPOSES
 
+_SEPARATORS = re.compile(r"[\s_\-]+")
+
 
 class PurposeKind(StrEnum):
     SERVED = "served"
@@ -33,12 +37,23 @@ class PurposeKind(StrEnum):
     UNKNOWN = "unknown"
 
 
+def normalise_purpose(purpose: str) -> str:
+    """NFKC, case-folded, trimmed, runs of spaces/underscores/hyphens as one underscore.
+
+    Used only to recognise a banned or not-served purpose written another way, so that
+    `TARGETED_ADVERTISING` counts as the banned attempt it is; it never makes a purpose served.
+    """
+    return _SEPARATORS.sub("_", unicodedata.normalize("NFKC", purpose).casefold()).strip("_")
+
+
 def classify_purpose(purpose: str) -> PurposeKind:
-    """Exact match only: a near-miss spelling is unknown, never silently mapped to a served one."""
-    if purpose in BANNED_PURPOSES:
-        return PurposeKind.BANNED
+    """Served only on the exact spelling (fail closed: `OFFER_RANKING` is unknown, denied);
+    banned and not-served purposes are recognised in any case, spacing or separator."""
     if purpose in SERVED_PURPOSES:
         return PurposeKind.SERVED
-    if purpose in OTHER_CONSENTED_PURPOSES:
+    normal = normalise_purpose(purpose)
+    if normal in BANNED_PURPOSES:
+        return PurposeKind.BANNED
+    if normal in OTHER_CONSENTED_PURPOSES:
         return PurposeKind.NOT_SERVED
     return PurposeKind.UNKNOWN

@@ -6,8 +6,9 @@ import hashlib
 import json
 from functools import cache
 
-RULES_REVISION = 2  # bump when decision logic changes without a change in the data below
+RULES_REVISION = 3  # bump when decision logic changes without a change in the data below
 # 2: the latest authorisation decides consent state; times normalised to UTC
+# 3: banned and not-served purposes recognised in any case, spacing or separator
 
 
 @cache
