@@ -63,11 +63,10 @@ def _parse_instant(text: str | None, what: str) -> datetime | None:
         return None
     try:
         stamp = pd.Timestamp(text)
-    except ValueError as exc:
+        utc = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return utc.to_pydatetime()
+    except (ValueError, OverflowError) as exc:  # `0001-01-01T00:00+01:00` is in year 0 in UTC
         raise typer.BadParameter(f"{what}: {text!r} is not an ISO 8601 instant ({exc})") from exc
-    return (
-        stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    ).to_pydatetime()
 
 
 SPARK_MASTER_HELP = "Spark master URL (default local[2]; under spark-submit, its --master)."
@@ -376,9 +375,16 @@ def serve(
     from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
 
+    from serving.limits import limits_from_env
+
     if not read_tokens():
         typer.echo("refusing to start: set OFFERS_API_TOKENS or OFFERS_API_TOKENS_FILE", err=True)
         raise typer.Exit(code=2)
+    try:
+        limits = limits_from_env()  # OFFERS_MAX_BODY_BYTES, OFFERS_MAX_HEADER_BYTES
+    except RuntimeError as exc:
+        typer.echo(f"refusing to start: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
     # Workers are fresh processes: they find everything in the environment.
     os.environ[HOME_ENV] = str(load_settings().home)
     os.environ[DATA_DIR_ENV] = str(data.resolve())
@@ -394,6 +400,7 @@ def serve(
         access_log=access_log,
         http=server.http_protocol(),  # httptools when installed, TCP_NODELAY (serving/server.py)
         loop=server.event_loop(),
+        h11_max_incomplete_event_size=limits.max_header,  # h11 only; httptools: serving/server.py
     )
 
 
@@ -421,6 +428,7 @@ def score_batch_cmd(
     from functools import partial
 
     from serving.batch import score_batch
+    from serving.scorer import RequestError
 
     if engine not in ("local", "spark"):
         raise typer.BadParameter(f"--engine: {engine!r} is not local or spark")
@@ -428,16 +436,19 @@ def score_batch_cmd(
         from serving.spark_batch import score_batch_spark
 
         score_batch = partial(score_batch_spark, spark_master=spark_master)
-    report = score_batch(
-        load_settings().home,
-        data,
-        out,
-        k,
-        n_jobs=jobs,
-        now=_parse_instant(now, "--now"),
-        model_alias=alias,
-        allow_past_now=allow_past_now,
-    )
+    try:
+        report = score_batch(
+            load_settings().home,
+            data,
+            out,
+            k,
+            n_jobs=jobs,
+            now=_parse_instant(now, "--now"),
+            model_alias=alias,
+            allow_past_now=allow_past_now,
+        )
+    except RequestError as exc:  # a `--now` out of range or in the past: one line, exit 2
+        raise typer.BadParameter(str(exc), param_hint="--now") from exc
     console.print(
         f"{report.users:,} users in {report.seconds:.2f} s: [bold]{report.users_per_s:,.0f} users/s[/bold] "
         f"({report.scoring_users_per_s:,.0f} users/s after {report.load_seconds:.1f} s loading; "

@@ -20,9 +20,18 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
+from pydantic_core import PydanticCustomError
 
-from serving.scorer import CHANNEL_API, MAX_K, ReloadWatcher, RequestError, Scorer
+from serving.limits import Limits, RequestGuard, limits_from_env
+from serving.scorer import (
+    CHANNEL_API,
+    MAX_K,
+    ReloadWatcher,
+    RequestError,
+    Scorer,
+    decision_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,7 @@ DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users,
 MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
 REPLAY_ENV = "OFFERS_ALLOW_PAST_NOW"  # "1": accept a past `now` (replays, synthetic data)
 WATCH_ENV = "OFFERS_RELOAD_WATCH_S"  # seconds between looks at the watched files; 0: off
+PUBLIC_DOCS_ENV = "OFFERS_PUBLIC_DOCS"  # "1": /docs, /redoc, /openapi.json without a token
 DEFAULT_WATCH_S = 2.0
 HOME_ENV = "OFFERS_HOME"  # as offers.settings reads it (serving may not import offers/)
 DEFAULT_HOME = ".offers"
@@ -43,19 +53,50 @@ API_VERSION = "1"
 # Module level: FastAPI resolves the (string) annotations of endpoints in this module's globals.
 BEARER = HTTPBearer(auto_error=False)
 
-Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
+def _instant(value: object) -> datetime | None:
+    """`now` is an ISO 8601 string (naive means UTC) inside the Scorer's range; nothing else.
+
+    A number (`1765000000`) or a bool is refused, not read as epoch seconds.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "now_type", "now must be an ISO 8601 string such as 2025-12-01T12:00:00Z"
+        )
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "now_format", "now '{value}' is not an ISO 8601 instant", {"value": value}
+        ) from None
+    try:
+        decision_time(parsed)
+    except RequestError as exc:
+        raise PydanticCustomError("now_out_of_range", str(exc)) from None
+    return parsed
 
 
 class RankRequest(BaseModel):
-    """One user's request for their own ranking; unknown fields are refused, not ignored."""
+    """One user's request for their own ranking; unknown fields are refused, not ignored.
+
+    Strict types: `"k": true` or `"k": "5"` is a 422 naming the field, never coerced.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     user_id: Id
-    purpose: Annotated[str, Field(min_length=1, max_length=64)]
-    k: Annotated[int, Field(ge=1, le=MAX_K)] = 10
+    purpose: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = 10
     candidates: Annotated[list[Id] | None, Field(min_length=1, max_length=MAX_CANDIDATES)] = None
-    now: datetime | None = Field(None, description="Decision time (ISO 8601; naive means UTC).")
+    now: Annotated[datetime | None, BeforeValidator(_instant)] = Field(
+        None,
+        description="Decision time: ISO 8601 string (naive means UTC), from 1970-01-01 up to "
+        "(not including) 2200-01-01 UTC; default: the server's clock.",
+    )
 
 
 class RankedOfferOut(BaseModel):
@@ -127,11 +168,15 @@ def create_app(
     tokens: Sequence[str] | None = None,
     admin_token: str | None = None,
     watch_s: float | None = None,
+    limits: Limits | None = None,
+    public_docs: bool | None = None,
 ) -> FastAPI:
     """The app around one Scorer; tokens default to the environment, and none means no start.
 
     While the app runs (its lifespan), a ReloadWatcher reloads the Scorer within
-    `watch_s` seconds of an erasure or of a reload requested from any worker.
+    `watch_s` seconds of an erasure or of a reload requested from any worker. Size limits and
+    whether the API docs are public default to the environment (OFFERS_MAX_*_BYTES,
+    OFFERS_PUBLIC_DOCS).
     """
     api_tokens = list(tokens) if tokens is not None else read_tokens()
     if not api_tokens:
@@ -140,6 +185,9 @@ def create_app(
             f"or {TOKENS_FILE_ENV}"
         )
     admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
+    limits = limits or limits_from_env()
+    if public_docs is None:
+        public_docs = os.environ.get(PUBLIC_DOCS_ENV, "") == "1"
     scorer = (scorer_factory or scorer_from_env)()
 
     # async: a plain def dependency would cost a thread-pool hop per request
@@ -177,8 +225,13 @@ def create_app(
         version=API_VERSION,
         description="Consent-first offer ranking: a policy decision first, then the user's own "
         "ranking. Never an audience, never features or raw data.",
+        # Private by default: the schema and docs are served to token holders only (below).
+        openapi_url="/openapi.json" if public_docs else None,
+        docs_url="/docs" if public_docs else None,
+        redoc_url="/redoc" if public_docs else None,
     )
     app.state.scorer = scorer
+    app.add_middleware(RequestGuard, limits=limits)
 
     @app.exception_handler(_AuthError)
     def _auth_error(request: Request, exc: _AuthError) -> JSONResponse:
@@ -202,10 +255,23 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
+    holders = [*api_tokens, *([admin] if admin else [])]
+
     @app.get("/readyz", tags=["ops"])
-    def readyz() -> dict[str, Any]:
-        """Readiness: which model, snapshot and policy this worker serves."""
+    def readyz(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> dict[str, Any]:
+        """Readiness; which model, snapshot and policy this worker serves: to token holders only."""
+        if creds is None or not _matches(creds.credentials, holders):
+            return {"status": "ready"}
         return {"status": "ready", **scorer.state.describe()}
+
+    if not public_docs:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(caller)])
+        def openapi() -> JSONResponse:
+            """The schema for API token holders (OFFERS_PUBLIC_DOCS=1: for anyone, with /docs)."""
+            return JSONResponse(app.openapi())
 
     @app.post(
         "/v1/rank",
@@ -214,7 +280,13 @@ def create_app(
         responses={
             401: {"model": Problem, "description": "missing or invalid bearer token"},
             403: {"model": RankDenied, "description": "denied by policy: reason code, no offers"},
-            422: {"model": Problem, "description": "malformed request or unknown offer ids"},
+            413: {"model": Problem, "description": "body over OFFERS_MAX_BODY_BYTES"},
+            415: {"model": Problem, "description": "a body that is not JSON"},
+            422: {
+                "model": Problem,
+                "description": "malformed request, unknown offer ids or `now` out of range",
+            },
+            431: {"model": Problem, "description": "headers over OFFERS_MAX_HEADER_BYTES"},
         },
         dependencies=[Depends(caller)],
     )

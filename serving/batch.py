@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,16 @@ import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 
 from features.contract import OFFER_ID, USER_ID
-from policy import OFFER_RANKING, as_utc
+from policy import OFFER_RANKING
 from serving.audit import AuditLog
-from serving.scorer import CHAMPION, ModelLoader, RankResult, Scorer, ServingState
+from serving.scorer import (
+    CHAMPION,
+    ModelLoader,
+    RankResult,
+    Scorer,
+    ServingState,
+    decision_time,
+)
 
 DECISION = "decision"
 REASON_CODE = "reason_code"
@@ -135,7 +142,7 @@ def score_batch(
     """
     home, out = Path(home), Path(out)
     t0 = time.perf_counter()
-    now = as_utc(now) if now is not None else datetime.now(UTC)
+    now = decision_time(now)
     parent = Scorer(
         home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
     )

@@ -62,6 +62,11 @@ CHANNEL_IN_PROCESS = "in_process"
 # A request's `now` may lag the server clock by this much (client clocks drift). Further in the
 # past only in replay mode: a past decision time would otherwise undo a withdrawal.
 CLOCK_SKEW = timedelta(minutes=5)
+# The decision times the system answers for: [NOW_MIN, NOW_MAX) in UTC. Far inside the
+# nanosecond range every array here uses (1677..2262); outside it a `now` is a client's bug,
+# refused (RequestError, HTTP 422) before anything is decided, never a crash.
+NOW_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+NOW_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 # Erasures in the register have happened; erasure is final, so it holds at any decision time.
 _ERASED_SINCE_ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
 _M_POP = FEATURE_COLUMNS.index(fd.MERCHANT_POPULARITY)
@@ -70,6 +75,26 @@ _C_POP = FEATURE_COLUMNS.index(fd.MCC_POPULARITY)
 
 class RequestError(ValueError):
     """A request the Scorer cannot answer as asked (HTTP 422): nothing was decided."""
+
+
+class NowOutOfRangeError(RequestError):
+    """A `now` outside NOW_MIN..NOW_MAX: nothing is decided and nothing is recorded."""
+
+
+def decision_time(now: datetime | None) -> datetime:
+    """`now` in UTC (naive means UTC; None means the clock), refused outside the range.
+
+    Checked before any conversion: converting `0001-01-01T00:00:00+01:00` to UTC overflows.
+    """
+    if now is None:
+        return datetime.now(UTC)
+    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    if not NOW_MIN <= aware < NOW_MAX:
+        raise NowOutOfRangeError(
+            f"now {now.isoformat()} is out of range: decision times must be from "
+            f"{NOW_MIN.isoformat()} up to (not including) {NOW_MAX.isoformat()}"
+        )
+    return as_utc(aware)
 
 
 class ModelMismatchError(RuntimeError):
@@ -424,11 +449,11 @@ class Scorer:
         """Decide, then (on allow) rank; one audit record either way.
 
         Raises RequestError, before anything is decided, for a bad k, unknown or repeated
-        candidate ids, a `now` before the snapshot's cutoff (features would see the future), or
-        (outside replay mode) a `now` in the past.
+        candidate ids, a `now` out of range (NowOutOfRangeError), before the snapshot's cutoff
+        (features would see the future), or (outside replay mode) in the past.
         """
         state = self.state
-        now = as_utc(now) if now is not None else datetime.now(UTC)
+        now = decision_time(now)
         idx = self._candidate_idx(state, candidates)
         self._check_request(state, k, now)
         decision = decide(purpose, now, state.consents.get(user_id, ()), state.users.get(user_id))
@@ -458,7 +483,7 @@ class Scorer:
     ) -> list[RankResult]:
         """Batch: the same decision and ranking per user, one model call for the lot."""
         state = self.state
-        now = as_utc(now) if now is not None else datetime.now(UTC)
+        now = decision_time(now)
         self._check_request(state, k, now)
         decisions = self.decide_many(user_ids, purpose, now, state)
         results = self._rank_decided(state, list(user_ids), decisions, purpose, None, k, now)

@@ -35,7 +35,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ import pandas as pd
 
 from features.contract import USER_ID
 from features.vector import FEATURE_COLUMNS
-from policy import OFFER_RANKING, as_utc
+from policy import OFFER_RANKING
 from serving.audit import AuditLog
 from serving.batch import (
     CHUNK_USERS,
@@ -57,7 +57,14 @@ from serving.batch import (
     _frame,
     _rows,
 )
-from serving.scorer import CHAMPION, ModelLoader, Scorer, ServingState, load_state
+from serving.scorer import (
+    CHAMPION,
+    ModelLoader,
+    Scorer,
+    ServingState,
+    decision_time,
+    load_state,
+)
 
 POS = "_pos"  # the user's place in the batch: output order is the local path's
 AUDIT = "_audit"  # the user's audit record (JSON) on the first row of each user
@@ -207,7 +214,7 @@ def score_batch_spark(
     home, out = Path(home).resolve(), Path(out)
     data_dir = Path(data_dir).resolve()
     t0 = time.perf_counter()
-    now = as_utc(now) if now is not None else datetime.now(UTC)
+    now = decision_time(now)
     parent = Scorer(
         home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
     )

@@ -168,13 +168,16 @@ def test_tokens_from_environment_and_file(tmp_path, monkeypatch: pytest.MonkeyPa
     assert read_tokens(env) == ["a", "b", "file-token"]
 
 
-def test_health_ready_and_openapi_need_no_token(client: TestClient) -> None:
+def test_health_needs_no_token_ready_details_and_openapi_do(client: TestClient) -> None:
+    """Docs and readiness details: test_http_strict.py (OFFERS_PUBLIC_DOCS)."""
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz").json()
+    assert client.get("/readyz").json() == {"status": "ready"}
+    ready = client.get("/readyz", headers=AUTH).json()
     assert ready["status"] == "ready" and ready["model"]["version"] == "1" and ready["snapshot_id"]
-    schema = client.get("/openapi.json").json()
+    schema = client.get("/openapi.json", headers=AUTH).json()
     assert "/v1/rank" in schema["paths"]
-    assert {"200", "401", "403", "422"} <= set(schema["paths"]["/v1/rank"]["post"]["responses"])
+    documented = set(schema["paths"]["/v1/rank"]["post"]["responses"])
+    assert documented == {"200", "401", "403", "413", "415", "422", "431"}
 
 
 def test_no_endpoint_lists_users_or_builds_an_audience(client: TestClient) -> None:

@@ -172,7 +172,7 @@ def test_a_real_server_with_two_workers_and_an_erasure(registered: Registered, t
         victim = registered.users[1]
         body = {"user_id": victim, "purpose": "offer_ranking", "k": 5, "now": CUTOFF.isoformat()}
         with httpx.Client(base_url=base, timeout=10) as http:
-            ready = http.get("/readyz").json()
+            ready = http.get("/readyz", headers=auth).json()
             assert ready["model"]["version"] == registered.version
             # TCP_NODELAY in every worker: without it each response waits ~40 ms (Nagle)
             latencies = []
