@@ -374,7 +374,6 @@ def serve(
 
     from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
-
     from serving.limits import limits_from_env
 
     if not read_tokens():
