@@ -288,6 +288,14 @@ def test_a_form_body_is_still_refused_with_a_clear_message(client: TestClient) -
     assert response.status_code == 422 and "JSON decode error" in response.json()["detail"]
 
 
+def test_a_body_that_is_not_utf8_is_422_said_plainly(client: TestClient) -> None:
+    """Found by the fuzzer (test_fuzz.py): FastAPI answered an undocumented bare 400."""
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = client.post("/v1/rank", content=b'{"user_id": "\xff"}', headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"] == "body: not UTF-8 JSON (invalid start byte at byte 13)"
+
+
 @pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=x", "application/xml"])
 def test_other_media_types_are_415_naming_the_fix(client: TestClient, content_type: str) -> None:
     headers = {**AUTH, "Content-Type": content_type}
