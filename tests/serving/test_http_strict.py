@@ -27,7 +27,10 @@ OK_BODY = {"user_id": "u_ok", "purpose": "offer_ranking", "now": NOW}
 
 
 @pytest.fixture
-def client(world: World) -> TestClient:
+def client(world: World, monkeypatch: pytest.MonkeyPatch) -> TestClient:
+    """The defaults, whatever the environment running the tests says."""
+    for name in ("OFFERS_PUBLIC_DOCS", "OFFERS_MAX_BODY_BYTES", "OFFERS_MAX_HEADER_BYTES"):
+        monkeypatch.delenv(name, raising=False)
     return TestClient(create_app(world.scorer, tokens=[TOKEN], admin_token=ADMIN))
 
 
