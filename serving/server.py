@@ -14,7 +14,8 @@ Why a head limit here too: uvicorn gives httptools no limit on the request line 
 (`h11_max_incomplete_event_size` is h11's only), so a 1 MB header was buffered whole and reached
 the app. The httptools protocol answers 431 once an incomplete head passes
 OFFERS_MAX_HEADER_BYTES (serving/limits.py), before the app sees anything; the app's
-RequestGuard checks the complete head against the same limit.
+RequestGuard checks the complete head against the same limit. (With h11, the fallback, `offers
+serve` sets `h11_max_incomplete_event_size` to the limit; uvicorn answers that with a 400.)
 """
 
 from __future__ import annotations
