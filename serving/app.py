@@ -155,6 +155,29 @@ def _matches(given: str, allowed: Sequence[str]) -> bool:
     return found
 
 
+RANK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or invalid bearer token"},
+    403: {"model": RankDenied, "description": "denied by policy: reason code, no offers"},
+    413: {"model": Problem, "description": "body over OFFERS_MAX_BODY_BYTES"},
+    415: {"model": Problem, "description": "a body that is not JSON"},
+    422: {
+        "model": Problem,
+        "description": "malformed request, unknown offer ids, `now` out of range",
+    },
+    431: {"model": Problem, "description": "headers over OFFERS_MAX_HEADER_BYTES"},
+}
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    """A body that is not UTF-8 is malformed input (422) like bad JSON, said plainly;
+    FastAPI's own answer is a bare 400 "There was an error parsing the body"."""
+    cause = exc.__cause__
+    if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
+        detail = f"body: not UTF-8 JSON ({cause.reason} at byte {cause.start})"
+        return JSONResponse({"detail": detail}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 def _unauthorized(detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
 
@@ -252,15 +275,7 @@ def create_app(
         message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return JSONResponse({"detail": message, "errors": errors}, status_code=422)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        """A body that is not UTF-8 is malformed input (422) like bad JSON, said plainly;
-        FastAPI's own answer is a bare 400 "There was an error parsing the body"."""
-        cause = exc.__cause__
-        if exc.status_code == 400 and isinstance(cause, UnicodeDecodeError):
-            detail = f"body: not UTF-8 JSON ({cause.reason} at byte {cause.start})"
-            return JSONResponse({"detail": detail}, status_code=422)
-        return await http_exception_handler(request, exc)
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -289,17 +304,7 @@ def create_app(
         "/v1/rank",
         tags=["rank"],
         response_model=RankAllowed,
-        responses={
-            401: {"model": Problem, "description": "missing or invalid bearer token"},
-            403: {"model": RankDenied, "description": "denied by policy: reason code, no offers"},
-            413: {"model": Problem, "description": "body over OFFERS_MAX_BODY_BYTES"},
-            415: {"model": Problem, "description": "a body that is not JSON"},
-            422: {
-                "model": Problem,
-                "description": "malformed request, unknown offer ids or `now` out of range",
-            },
-            431: {"model": Problem, "description": "headers over OFFERS_MAX_HEADER_BYTES"},
-        },
+        responses=RANK_RESPONSES,
         dependencies=[Depends(caller)],
     )
     def rank(body: RankRequest) -> JSONResponse:
