@@ -651,6 +651,7 @@ def ui(
     port: int = typer.Option(5000, help="Port for the MLflow UI."),
 ) -> None:
     """Start the MLflow UI on the tracking store under OFFERS_HOME; Ctrl-C stops it."""
+    import signal
     import subprocess
 
     home = load_settings().home
@@ -660,6 +661,8 @@ def ui(
         f"MLflow UI on [bold]http://{host}:{port}[/bold] (store {command[3]}); Ctrl-C stops it"
     )
     process = subprocess.Popen(command, env=env)
+    # Ctrl-C reaches the whole process group; a plain SIGTERM to this process would orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
         raise typer.Exit(process.wait())
     except KeyboardInterrupt:
