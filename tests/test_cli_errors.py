@@ -158,3 +158,12 @@ def test_erase_receipt_says_servers_deny_without_a_reload(tmp_path: Path) -> Non
     notes = {s.store: s.note for s in erase(tmp_path / "home", None, "u1").stores}
     online = notes["online copy (running servers)"]
     assert "OFFERS_RELOAD_WATCH_S" in online and "no reload or restart" in online
+
+
+def test_the_demo_ends_with_commands_for_a_new_shell(tmp_path: Path) -> None:
+    from offers.demo import next_steps
+
+    text = next_steps(tmp_path / ".offers", tmp_path / ".offers" / "demo-data", "u000001")
+    assert ". .venv/bin/activate" in text and f"export OFFERS_HOME={tmp_path / '.offers'}" in text
+    serve = next(line for line in text.splitlines() if "offers serve" in line)
+    assert "--data" in serve and "--allow-past-now" in serve  # replay: synthetic consents lapsed
