@@ -9,10 +9,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK = 1
 .PHONY: demo test test-all test-spark lint format bench clean
 
 $(STAMP): pyproject.toml
+	@echo "[1/3] creating $(VENV) (first time only)" >&2
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "[2/3] installing the project and its dependencies into $(VENV) (about 2 min the first time)" >&2
 	$(BIN)/pip install -q -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	@echo "[3/3] checking the imports" >&2
 	$(BIN)/python -c "import offers, lightgbm, mlflow, ibis, duckdb"
 	touch $(STAMP)
+	@echo "$(VENV) ready: '. $(VENV)/bin/activate' puts the offers command on PATH" >&2
 
 venv: $(STAMP)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -14,7 +16,41 @@ from rich.table import Table
 
 from offers.settings import load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+class UserError(Exception):
+    """An expected mistake (no model yet, a typo in a file, an unknown id): one line, exit 2."""
+
+
+USER_ERROR_EXIT = 2
+
+
+def _expected(exc: BaseException) -> bool:
+    """Mistakes a user can fix from the message alone; anything else is a bug: full traceback."""
+    if isinstance(exc, KeyError | IndexError):  # LookupErrors that mean a bug, not a user
+        return False
+    if isinstance(exc, UserError | FileNotFoundError | LookupError):
+        return True
+    from features.validate import ContractError
+    from serving.scorer import ModelMismatchError
+    from serving.sources import DataMismatchError
+
+    return isinstance(exc, ContractError | ModelMismatchError | DataMismatchError)
+
+
+class _Commands(typer.core.TyperGroup):
+    """Every command runs inside this: an expected error becomes `error: ...` on stderr, exit 2."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not _expected(exc):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=USER_ERROR_EXIT) from exc
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, cls=_Commands)
 policy_app = typer.Typer(no_args_is_help=True, help="Inspect the policy.")
 features_app = typer.Typer(no_args_is_help=True, help="Build and inspect feature snapshots.")
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit log.")
@@ -117,19 +153,19 @@ def features_build(
 def features_list() -> list[dict]:
     """Snapshots under OFFERS_HOME, the published one marked."""
     from features.job import CURRENT, list_snapshots
+    from offers.tables import key_table
 
     settings = load_settings()
     snapshots = list_snapshots(settings.features_dir)
     pointer = settings.features_dir / CURRENT
     current = pointer.read_text().strip() if pointer.exists() else None
-    table = Table("", "snapshot", "cutoff", "built_at", "users", "policy_version")
+    table = key_table("snapshot (* published)", "cutoff", "built (UTC)", "users", "policy_version")
     for m in snapshots:
-        mark = "*" if m["snapshot_id"] == current else ""
+        mark = "*" if m["snapshot_id"] == current else " "
         table.add_row(
-            mark,
-            m["snapshot_id"],
-            m["cutoff"],
-            m["built_at"],
+            f"{mark} {m['snapshot_id']}",
+            _short_instant(m["cutoff"]),
+            _short_instant(m["built_at"]),
             str(m["row_counts"]["user"]),
             m["policy_version"],
         )
@@ -137,14 +173,28 @@ def features_list() -> list[dict]:
     return snapshots
 
 
+def _short_instant(text: str) -> str:
+    """`2025-12-01` for a UTC midnight, else `2025-12-01 04:33` (UTC): narrow table cells."""
+    stamp = pd.Timestamp(text)
+    stamp = stamp.tz_convert("UTC") if stamp.tzinfo else stamp
+    return f"{stamp:%Y-%m-%d}" if stamp == stamp.normalize() else f"{stamp:%Y-%m-%d %H:%M}"
+
+
 @features_app.command("show")
 def features_show(
     snapshot_id: str = typer.Argument(None, help="Default: the published one."),
 ) -> dict:
     """The manifest of one snapshot: cutoff, digests, exclusions by rule, features."""
-    from features.job import read_manifest
+    from features.job import list_snapshots, read_manifest
 
-    manifest = read_manifest(load_settings().features_dir, snapshot_id)
+    features_dir = load_settings().features_dir
+    known = [m["snapshot_id"] for m in list_snapshots(features_dir)]
+    if snapshot_id is not None and snapshot_id not in known:
+        raise UserError(
+            f"no snapshot {snapshot_id!r} in {features_dir}; "
+            + (f"known: {', '.join(known)}" if known else "build one with `offers features build`")
+        )
+    manifest = read_manifest(features_dir, snapshot_id)
     console.print_json(json.dumps(manifest))
     return manifest
 
@@ -220,7 +270,14 @@ def explain(
 def _train_config(config: Path | None):  # -> training.config.TrainConfig
     from training.config import TrainConfig
 
-    return TrainConfig.from_file(config) if config else TrainConfig()
+    if config is None:
+        return TrainConfig()
+    try:
+        return TrainConfig.from_file(config)
+    except (ValueError, TypeError) as exc:  # unknown key, bad value, JSON/TOML syntax
+        raise UserError(
+            f"--config {config}: {exc}; fix the file (knobs: training/config.py)"
+        ) from exc
 
 
 @app.command()
@@ -239,23 +296,19 @@ def train(
     ] = None,
 ):  # -> training.job.TrainResult
     """Train LambdaRank on lawful slates, compare with baselines, register a `challenger`."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
+    from offers.tables import metrics_table
+    from training.dataset import KEPT
     from training.job import train as train_job
 
     settings = load_settings()
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
-    ) as progress:
-        task = progress.add_task("starting", total=None)
-        result = train_job(
-            data,
-            home=settings.home,
-            erasures_dir=settings.erasures_dir,
-            config=_train_config(config),
-            experiment=experiment,
-            on_step=lambda text: progress.update(task, description=text),
-        )
+    result = train_job(
+        data,
+        home=settings.home,
+        erasures_dir=settings.erasures_dir,
+        config=_train_config(config),
+        experiment=experiment,
+        on_step=progress_printer(),
+    )
     console.print(f"run [bold]{result.run_id}[/bold] (experiment {result.experiment})")
     windows = result.windows.as_dict()
     console.print(
@@ -263,20 +316,29 @@ def train(
         f"validation .. {windows['valid_end']}, test .. {windows['test_end']}; "
         f"{result.best_iteration} trees"
     )
-    headers = [str(c).replace("_at_", "@").replace("recall", "rec") for c in result.metrics]
-    table = Table("test", *headers, title="model vs baselines (test window)")
-    for name, row in result.metrics.iterrows():
-        cells = [f"{v:,.0f}" if c == "n_slates" else f"{v:.4f}" for c, v in row.items()]
-        table.add_row(f"[bold]{name}[/bold]" if name == "model" else str(name), *cells)
-    console.print(table)
+    console.print(metrics_table(result.metrics, title="model vs baselines (test window)"))
     if result.gap_closed is not None:
-        console.print(f"popularity-to-oracle NDCG@10 gap closed: {result.gap_closed:.1%}")
-    console.print(f"excluded exposures by reason: {result.exclusions}")
+        console.print(f"popularity-to-oracle ndcg_at_10 gap closed: {result.gap_closed:.1%}")
+    excluded = {reason: n for reason, n in result.exclusions.items() if reason != KEPT}
+    console.print(
+        f"exposures kept: {result.exclusions.get(KEPT, 0):,}; excluded by reason: {excluded}"
+    )
     console.print(
         f"registered [bold]{result.model_uri}[/bold] with alias challenger "
         f"(promote with `offers promote`)"
     )
     return result
+
+
+def progress_printer() -> Callable[[str], None]:
+    """One line per step on stderr with the seconds since the command started (stdout stays data)."""
+    started = time.perf_counter()
+    err = Console(stderr=True, highlight=False)
+
+    def step(text: str) -> None:
+        err.print(f"[dim]{time.perf_counter() - started:6.1f} s  {text}[/dim]", soft_wrap=True)
+
+    return step
 
 
 @app.command()
@@ -296,17 +358,15 @@ def promote(
     from training.job import promote as promote_job
 
     settings = load_settings()
-    try:
-        with console.status("scoring challenger and champion on the test window"):
-            result = promote_job(
-                home=settings.home,
-                erasures_dir=settings.erasures_dir,
-                data_dir=data,
-                config=_train_config(config),
-            )
-    except (LookupError, FileNotFoundError) as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(code=2) from exc
+    step = progress_printer()
+    step("resolving the challenger and the champion")
+    result = promote_job(
+        home=settings.home,
+        erasures_dir=settings.erasures_dir,
+        data_dir=data,
+        config=_train_config(config),
+        on_step=step,
+    )
     typer.echo(result.format())
     if not result.promoted:
         raise typer.Exit(code=1)
@@ -353,6 +413,59 @@ def predict(
 # ---------------------------------------------------------------- serving
 
 
+DATA_MISMATCH_HELP = (
+    "Only warn when the snapshot was built from other users or consents files than --data."
+)
+
+
+def check_data(home: Path, data: Path, allow_data_mismatch: bool) -> None:
+    """Refuse (UserError) or warn when the published snapshot came from other users or consents.
+
+    The choice goes to the environment, where each later load (every server worker) reads it.
+    """
+    import os
+
+    from features.job import read_manifest
+    from serving.sources import DATA_MISMATCH_ENV, check_sources
+
+    differ = check_sources(read_manifest(home / "features"), data, allow_data_mismatch)
+    if differ:
+        typer.echo(
+            f"warning: the snapshot was built from other {' and '.join(differ)} files than {data}",
+            err=True,
+        )
+    os.environ[DATA_MISMATCH_ENV] = "1" if allow_data_mismatch else "0"
+
+
+def check_alias(home: Path, alias: str) -> None:
+    """Before server workers start, where a missing model would end in a long traceback."""
+    from features import tracking
+
+    if tracking.alias_version(home, alias) is None:
+        raise UserError(
+            f"no model version has the alias {alias!r} (tracking URI {tracking.tracking_uri(home)}): "
+            "run `offers train --data DIR`, then `offers promote`"
+        )
+
+
+EXPIRED_HINT_SHARE = 0.5  # past this share of users denied CONSENT_EXPIRED, say why
+
+
+def expired_hint(users: int, denied_by_reason: dict[str, int], now: str | None) -> str | None:
+    """Why most users came back CONSENT_EXPIRED, when they did (synthetic consents lapse)."""
+    from policy.decision import Reason
+
+    expired = denied_by_reason.get(Reason.CONSENT_EXPIRED, 0)
+    if not users or expired / users <= EXPIRED_HINT_SHARE:
+        return None
+    when = f"as of {now}" if now else "as of now"
+    return (
+        f"hint: {expired / users:.0%} of users were denied CONSENT_EXPIRED: most consents have "
+        f"expired {when}; to replay a past instant pass --now TS --allow-past-now "
+        "(after `make demo`: --now 2025-12-01T12:00:00Z)"
+    )
+
+
 @app.command()
 def serve(
     data: Path = typer.Option(
@@ -364,7 +477,12 @@ def serve(
     alias: str = typer.Option("champion", help="Registry alias to serve."),
     access_log: bool = typer.Option(False, help="Log every request line."),
     allow_past_now: bool = typer.Option(
-        False, help="Replay mode: accept a past `now` (synthetic data)."
+        False,
+        envvar="OFFERS_ALLOW_PAST_NOW",
+        help="Replay mode: accept a past `now` (synthetic data).",
+    ),
+    allow_data_mismatch: bool = typer.Option(
+        False, envvar="OFFERS_ALLOW_DATA_MISMATCH", help=DATA_MISMATCH_HELP
     ),
 ) -> None:
     """Serve POST /v1/rank (FastAPI on uvicorn); tokens from OFFERS_API_TOKENS(_FILE)."""
@@ -377,15 +495,16 @@ def serve(
     from serving.limits import limits_from_env
 
     if not read_tokens():
-        typer.echo("refusing to start: set OFFERS_API_TOKENS or OFFERS_API_TOKENS_FILE", err=True)
-        raise typer.Exit(code=2)
+        raise UserError("refusing to start: set OFFERS_API_TOKENS or OFFERS_API_TOKENS_FILE")
     try:
         limits = limits_from_env()  # OFFERS_MAX_BODY_BYTES, OFFERS_MAX_HEADER_BYTES
     except RuntimeError as exc:
-        typer.echo(f"refusing to start: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
+        raise UserError(f"refusing to start: {exc}") from exc
+    home = load_settings().home
+    check_alias(home, alias)
+    check_data(home, data, allow_data_mismatch)
     # Workers are fresh processes: they find everything in the environment.
-    os.environ[HOME_ENV] = str(load_settings().home)
+    os.environ[HOME_ENV] = str(home)
     os.environ[DATA_DIR_ENV] = str(data.resolve())
     os.environ[MODEL_ALIAS_ENV] = alias
     os.environ[REPLAY_ENV] = "1" if allow_past_now else "0"
@@ -415,7 +534,12 @@ def score_batch_cmd(
         None, help="Decision time (ISO 8601, naive = UTC); default now."
     ),
     alias: str = typer.Option("champion", help="Registry alias to score with."),
-    allow_past_now: bool = typer.Option(False, help="Replay mode: accept a past --now."),
+    allow_past_now: bool = typer.Option(
+        False, envvar="OFFERS_ALLOW_PAST_NOW", help="Replay mode: accept a past --now."
+    ),
+    allow_data_mismatch: Annotated[
+        bool, typer.Option(envvar="OFFERS_ALLOW_DATA_MISMATCH", help=DATA_MISMATCH_HELP)
+    ] = False,
     engine: Annotated[
         str, typer.Option(help="local (joblib processes) or spark (--jobs partitions).")
     ] = "local",
@@ -435,9 +559,11 @@ def score_batch_cmd(
         from serving.spark_batch import score_batch_spark
 
         score_batch = partial(score_batch_spark, spark_master=spark_master)
+    home = load_settings().home
+    check_data(home, data, allow_data_mismatch)
     try:
         report = score_batch(
-            load_settings().home,
+            home,
             data,
             out,
             k,
@@ -447,7 +573,7 @@ def score_batch_cmd(
             allow_past_now=allow_past_now,
         )
     except RequestError as exc:  # a `--now` out of range or in the past: one line, exit 2
-        raise typer.BadParameter(str(exc), param_hint="--now") from exc
+        raise UserError(f"--now: {exc}") from exc
     console.print(
         f"{report.users:,} users in {report.seconds:.2f} s: [bold]{report.users_per_s:,.0f} users/s[/bold] "
         f"({report.scoring_users_per_s:,.0f} users/s after {report.load_seconds:.1f} s loading; "
@@ -457,6 +583,9 @@ def score_batch_cmd(
         f"allowed {report.allowed:,} (cold start {report.cold_start:,}); denied {report.denied_by_reason}; "
         f"{report.rows:,} rows -> {report.out}"
     )
+    hint = expired_hint(report.users, report.denied_by_reason, now)
+    if hint:
+        typer.echo(hint, err=True)
     return report
 
 
@@ -531,6 +660,7 @@ def ui(
     port: int = typer.Option(5000, help="Port for the MLflow UI."),
 ) -> None:
     """Start the MLflow UI on the tracking store under OFFERS_HOME; Ctrl-C stops it."""
+    import signal
     import subprocess
 
     home = load_settings().home
@@ -540,6 +670,8 @@ def ui(
         f"MLflow UI on [bold]http://{host}:{port}[/bold] (store {command[3]}); Ctrl-C stops it"
     )
     process = subprocess.Popen(command, env=env)
+    # Ctrl-C reaches the whole process group; a plain SIGTERM to this process would orphan it.
+    signal.signal(signal.SIGTERM, lambda *_: process.terminate())
     try:
         raise typer.Exit(process.wait())
     except KeyboardInterrupt:

@@ -14,7 +14,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.rule import Rule
-from rich.table import Table
+
+from offers.tables import key_table, metrics_table
 
 DEMO_USERS = 10_000  # synthetic customers; about 1M transactions
 DEMO_SEED = 7  # same seed, same data, same models
@@ -34,17 +35,10 @@ def _step(console: Console, title: str, fn: Callable[[], Any]) -> Any:
     return result
 
 
-def _metrics_table(metrics: Any) -> Table:
-    """Model and baselines on the same test slates, one row each."""
-    table = Table("scorer", *[str(c) for c in metrics.columns])
-    for name, row in metrics.iterrows():
-        table.add_row(str(name), *[f"{v:.4f}" if abs(v) < 10 else f"{v:,.0f}" for v in row])
-    return table
-
-
 def run_demo(home: Path, users: int = DEMO_USERS, seed: int = DEMO_SEED) -> dict[str, Any]:
     from features.job import build_snapshot
     from features.validate import validate_dir
+    from offers.cli import progress_printer
     from offers.synth import write_synthetic
     from serving.batch import score_batch
     from serving.scorer import Scorer
@@ -84,14 +78,18 @@ def run_demo(home: Path, users: int = DEMO_USERS, seed: int = DEMO_SEED) -> dict
         result = _step(
             console,
             f"train LambdaRank {overrides or '(defaults)'}",
-            lambda config=config: train(data, home=home, erasures_dir=erasures, config=config),
+            lambda config=config: train(
+                data, home=home, erasures_dir=erasures, config=config, on_step=progress_printer()
+            ),
         )
-        console.print(_metrics_table(result.metrics))
+        console.print(metrics_table(result.metrics, title="model vs baselines (test window)"))
         console.print(f"run {result.run_id}, registered version {result.version}")
         decision = _step(
             console,
             "promotion gate",
-            lambda: promote(home=home, erasures_dir=erasures, data_dir=data),
+            lambda: promote(
+                home=home, erasures_dir=erasures, data_dir=data, on_step=progress_printer()
+            ),
         )
         console.print(decision.format())
 
@@ -109,16 +107,16 @@ def run_demo(home: Path, users: int = DEMO_USERS, seed: int = DEMO_SEED) -> dict
     console.print(Rule(f"rank offers in process at {DEMO_NOW.isoformat()}"))
     for user in allowed:
         ranked = scorer.rank(user, "offer_ranking", k=TOP_K, now=DEMO_NOW)
-        table = Table(
-            "rank",
+        table = key_table(
             "offer",
+            "rank",
             "score",
             "why",
             title=f"{user}: {ranked.reason_code}" + (" (cold start)" if ranked.cold_start else ""),
         )
         for offer in ranked.offers:
             table.add_row(
-                str(offer.rank), offer.offer_id, f"{offer.score:.3f}", "; ".join(offer.reasons)
+                offer.offer_id, str(offer.rank), f"{offer.score:.3f}", "; ".join(offer.reasons)
             )
         console.print(table)
     for user in denied:
@@ -143,10 +141,24 @@ def run_demo(home: Path, users: int = DEMO_USERS, seed: int = DEMO_SEED) -> dict
     )
 
     console.print(Rule("next"))
-    console.print(
-        f"MLflow UI:  OFFERS_HOME={home} offers ui   (then open http://127.0.0.1:5000)\n"
-        f"notebooks:  OFFERS_HOME={home} jupyter lab notebooks/   (compare_runs, explore_features; `pip install jupyterlab` first)\n"
-        f"privacy:    offers policy explain --data {data} --user {denied[0] if denied else allowed[0]} "
-        f"--purpose offer_ranking --at {DEMO_NOW.isoformat()}; offers audit tail; offers erase --user U --data {data}"
-    )
+    example = denied[0] if denied else allowed[0]
+    console.print(next_steps(home, data, example), soft_wrap=True, highlight=False, markup=False)
     return {"data": data, "counts": counts, "snapshot": manifest["snapshot_id"], "batch": batch}
+
+
+def next_steps(home: Path, data: Path, user: str) -> str:
+    """The exact commands to paste into a new shell after the demo (`offers` is in .venv/bin)."""
+    now = DEMO_NOW.isoformat().replace("+00:00", "Z")
+    return "\n".join(
+        [
+            "In a new shell, from this folder (the `offers` command lives in .venv/bin):",
+            "  . .venv/bin/activate",
+            f"  export OFFERS_HOME={home}",
+            "  offers ui                       # MLflow UI on http://127.0.0.1:5000, Ctrl-C stops it",
+            f"  offers policy explain --data {data} --user {user} --purpose offer_ranking --at {now}",
+            "  offers audit tail -n 5",
+            f"  OFFERS_API_TOKENS=secret offers serve --data {data} --allow-past-now --port 8000",
+            "Notebooks: pip install jupyterlab, then `jupyter lab notebooks/` (same OFFERS_HOME).",
+            "Without activating: .venv/bin/offers ... works the same.",
+        ]
+    )

@@ -149,8 +149,8 @@ def erase(
             "online copy (running servers)",
             "memory",
             None,
-            "requests are denied CONSENT_REVOKED after POST /v1/reload or a restart, "
-            "which also drops the user's in-memory feature rows",
+            "servers on this OFFERS_HOME deny CONSENT_REVOKED within OFFERS_RELOAD_WATCH_S "
+            "(default 2 s; no reload or restart) and drop the user's in-memory feature rows",
         )
     )
     stores.append(

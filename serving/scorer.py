@@ -46,6 +46,7 @@ from serving.explain import (
     ReasonWriter,
     shap_contributions,
 )
+from serving.sources import check_sources
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,7 @@ def load_state(
             f"{model.policy_version}, the rules now are {current_policy}: retrain and promote"
         )
     tables, manifest = load_snapshot(home / "features")
+    check_sources(manifest, Path(data_dir))  # users and consents from the snapshot's sources?
     if manifest.get("policy_version") != current_policy:
         raise ModelMismatchError(
             f"snapshot {manifest['snapshot_id']} was built under policy "

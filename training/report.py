@@ -19,6 +19,7 @@ from features.vector import FEATURE_COLUMNS, feature_docs
 from policy import BANNED_PURPOSES, OFFER_RANKING
 
 MODEL = "model"
+COUNT_PREFIX = "n_"  # n_slates, n_rows, n_positive, ...: counts, shown as integers
 TABLE_METRICS = (
     "ndcg_at_5",
     "ndcg_at_10",
@@ -76,18 +77,26 @@ def metrics_frame(results: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     return frame[[c for c in TABLE_METRICS if c in frame.columns]]
 
 
+def is_count(name: str) -> bool:
+    """Counts (`n_slates`, `n_rows`, ...) print as integers, never as `0.0000`."""
+    return name.startswith(COUNT_PREFIX)
+
+
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
-    def cell(v: Any) -> str:
+    def cell(column: str, v: Any) -> str:
         if isinstance(v, float):
             if math.isnan(v):
                 return "n/a"
-            return f"{v:.0f}" if v.is_integer() and abs(v) >= 10 else f"{v:.{digits}f}"
+            return f"{v:,.0f}" if is_count(column) else f"{v:.{digits}f}"
         return str(v)
 
-    header = "| " + " | ".join([""] + [str(c) for c in frame.columns]) + " |"
+    columns = [str(c) for c in frame.columns]
+    header = "| " + " | ".join(["", *columns]) + " |"
     rule = "|" + "|".join(["---"] * (len(frame.columns) + 1)) + "|"
     body = [
-        "| " + " | ".join([str(idx)] + [cell(v) for v in row]) + " |"
+        "| "
+        + " | ".join([str(idx)] + [cell(c, v) for c, v in zip(columns, row, strict=True)])
+        + " |"
         for idx, row in zip(frame.index, frame.itertuples(index=False), strict=True)
     ]
     return "\n".join([header, rule, *body])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -14,31 +13,6 @@ from nbclient import NotebookClient
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
-RUN_TIME = datetime(2026, 6, 1, tzinfo=UTC)
-SNAPSHOT_AS_OF = datetime(2025, 12, 1, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def analyst_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two training runs, a promotion and a published snapshot on 600 synthetic users."""
-    from features.job import build_snapshot
-    from offers.synth import write_synthetic
-    from training.config import TrainConfig
-    from training.job import promote, train
-
-    root = tmp_path_factory.mktemp("analyst")
-    home, data = root / "home", root / "data"
-    write_synthetic(data, n_users=600, seed=11)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OFFERS_HOME", str(home))
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        build_snapshot(
-            data, home / "features", as_of=SNAPSHOT_AS_OF, erasures_dir=home / "erasures"
-        )
-        for config in (TrainConfig(n_estimators=60), TrainConfig(n_estimators=60, num_leaves=7)):
-            train(data, home=home, erasures_dir=home / "erasures", config=config, run_time=RUN_TIME)
-            promote(home=home, erasures_dir=home / "erasures", data_dir=data, run_time=RUN_TIME)
-    return home
 
 
 def _run(name: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
@@ -55,6 +29,15 @@ def _text(book: nbformat.NotebookNode) -> str:
     return json.dumps([cell.get("outputs", []) for cell in book.cells])
 
 
+def _images(book: nbformat.NotebookNode) -> int:
+    """PNG outputs: what an analyst sees as charts (none under the Agg backend)."""
+    return sum(
+        "image/png" in output.get("data", {})
+        for cell in book.cells
+        for output in cell.get("outputs", [])
+    )
+
+
 @pytest.mark.parametrize("name", ["compare_runs.ipynb", "explore_features.ipynb"])
 def test_notebooks_are_stored_without_outputs(name: str) -> None:
     book = nbformat.read(NOTEBOOKS / name, as_version=4)
@@ -63,12 +46,20 @@ def test_notebooks_are_stored_without_outputs(name: str) -> None:
 
 
 def test_compare_runs_executes(analyst_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _text(_run("compare_runs.ipynb", analyst_home, monkeypatch))
+    from features import tracking
+
+    book = _run("compare_runs.ipynb", analyst_home, monkeypatch)
+    text = _text(book)
     assert "2 runs" in text
     assert "popularity" in text and "oracle" in text  # baselines beside the model
-    assert "champion: [" in text
+    # metrics across runs, importances side by side
+    assert _images(book) == 2
+    champion = tracking.alias_version(analyst_home, tracking.CHAMPION)
+    assert champion is not None and f"champion: [{champion}]" in text
 
 
 def test_explore_features_executes(analyst_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = _text(_run("explore_features.ipynb", analyst_home, monkeypatch))
+    book = _run("explore_features.ipynb", analyst_home, monkeypatch)
+    text = _text(book)
     assert "sensitive_mcc" in text and "um_decayed_spend" in text
+    assert _images(book) == 2  # exclusions by rule, user x merchant histograms
