@@ -318,10 +318,15 @@ def _dominant(frame: pd.DataFrame, key: str, value: str, weight: str | None = No
     return counts.drop_duplicates(key).set_index(key)[value]
 
 
+def _two_digits(numbers: pd.Series) -> pd.Series:
+    """Zero-padded text (an empty column stays a string column)."""
+    return numbers.astype(int).astype(str).str.zfill(2)
+
+
 def offer_id(campaign_id: int | pd.Series, coupon_upc: int | pd.Series) -> str | pd.Series:
     """`cj-c<campaign, 2 digits>-<upc>`: a coupon in a campaign (a UPC can recur across them)."""
     if isinstance(campaign_id, pd.Series):
-        return "cj-c" + campaign_id.map("{:02d}".format) + "-" + coupon_upc.astype(str)
+        return "cj-c" + _two_digits(campaign_id) + "-" + coupon_upc.astype(str)
     return f"cj-c{campaign_id:02d}-{coupon_upc}"
 
 
@@ -395,7 +400,7 @@ def exposures_table(
             SHOWN_AT: slates[STARTS_AT],
             SLATE_ID: slates["household_id"].astype(str)
             + "-c"
-            + slates["campaign_id"].map("{:02d}".format),
+            + _two_digits(slates["campaign_id"]),
         }
     )
     redeemed = _redemption_times(redemptions, slates, report)
