@@ -12,7 +12,9 @@ for the independent check. Then, as a user would:
    or redemption, whatever protocol train() follows inside;
 2. the registered model and every baseline (random, popularity, affinity, logistic; the
    learned ones fitted on all exposures shown before 2017-08-01, redemptions after it censored)
-   score the same test slates, shown 2017-08-01 .. 2017-10-30;
+   score the same test slates, shown 2017-08-01 .. 2017-10-30; so does a reference row,
+   `refit_100`: the same LightGBM fitted on every exposure before 2017-08-01 for 100 fixed
+   rounds (the issue's refit experiment), to show what the data allow;
 3. NDCG@10 per slate (slates with a redemption), and the paired bootstrap 95% interval of the
    model-minus-baseline difference (slates resampled), overall and per campaign type (A/B/C).
 """
@@ -55,8 +57,8 @@ from offers.complete_journey import (  # noqa: E402
 from offers.settings import load_settings  # noqa: E402
 from training.baselines import fit_baselines  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.dataset import TEST, TRAIN, Split, Windows, build_dataset  # noqa: E402
-from training.job import _columns_for, train  # noqa: E402
+from training.dataset import TEST, TRAIN, VALID, Split, Windows, build_dataset  # noqa: E402
+from training.job import _columns_for, fit_ranker, train  # noqa: E402
 from training.metrics import per_slate  # noqa: E402
 
 DEV_CUTOFF = pd.Timestamp("2017-10-30", tz="UTC")  # never evaluate or tune on later data
@@ -64,6 +66,8 @@ TEST_START = pd.Timestamp("2017-08-01", tz="UTC")  # train before, test from her
 EARLIEST = pd.Timestamp("2016-01-01", tz="UTC")  # before the first campaign (2016-11-14)
 K = 10
 MODEL = "model"
+REFIT = "refit_100"  # reference, not a baseline: the issue's refit on every exposure, 100 rounds
+REFIT_ROUNDS = 100
 ALL = "all"
 
 
@@ -184,6 +188,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, help="tables from `offers import complete-journey`")
     p.add_argument("--withdrawals", action="store_true", help="import the withdrawals variant")
+    p.add_argument(
+        "--no-assume-adult",
+        action="store_true",
+        help="import households without demographics with a null birth date (AGE_UNKNOWN)",
+    )
     p.add_argument("--work", type=Path, help="keep the cut tables and OFFERS_HOME here")
     p.add_argument("--config", type=Path, help="training config (default: the defaults)")
     p.add_argument("--boot", type=int, default=2000, help="bootstrap resamples")
@@ -202,17 +211,19 @@ def _scores(
         erasures_dir=None,
         run_time=run_time,
         windows=windows,
-        splits=(TRAIN, TEST),
+        splits=(TRAIN, VALID, TEST),  # VALID is empty: train_end == valid_end
         on_step=lambda s: print(f"  eval: {s}", file=sys.stderr),
     )
     test = data.splits[TEST]
     print(f"evaluation exposures by policy reason: {data.exclusions}")
     for name in (TRAIN, TEST):
-        print(f"{name} (baselines' train, everyone's test): {data.splits[name].summary()}")
+        print(f"{name} split of the evaluation: {data.splits[name].summary()}")
     ranker = tracking.load_model_uri(home, model_uri)
     scores = {MODEL: ranker.booster.predict(_columns_for(test.X, ranker.feature_columns))}
     baselines = fit_baselines(data.splits[TRAIN], config, with_oracle=False)
     scores.update({name: score(test) for name, score in baselines.items()})
+    refit = fit_ranker(data, config.with_overrides(n_estimators=REFIT_ROUNDS))
+    scores[REFIT] = refit.predict(test.X)
     return {n: slate_ndcg(test, s, seed=config.seed) for n, s in scores.items()}, test
 
 
@@ -224,7 +235,10 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
         source = args.data
         if source is None:
             source = work / "imported"
-            import_complete_journey(source, withdrawals=args.withdrawals)
+            report = import_complete_journey(
+                source, withdrawals=args.withdrawals, assume_adult=not args.no_assume_adult
+            )
+            print(f"imported {report.written}; dropped {report.dropped}; {report.facts}")
         dev_dir, train_dir = work / "dev", work / "train"
         print(f"cut at {DEV_CUTOFF.date()}: {cut_before(source, dev_dir, DEV_CUTOFF)}")
         print(f"cut at {TEST_START.date()}: {cut_before(dev_dir, train_dir, TEST_START)}")
@@ -243,7 +257,9 @@ def run(args: argparse.Namespace) -> pd.DataFrame:
             f"trained {result.model_uri} in {time.perf_counter() - t:.0f} s: "
             f"{result.best_iteration} trees, windows {result.windows.as_dict()}"
         )
-        print(f"train()'s own test window (inside the training data):\n{result.metrics}")
+        print(
+            f"train()'s own test window (inside the training data):\n{result.metrics.to_string()}"
+        )
         ndcg, test = _scores(home, result.model_uri, dev_dir, config, run_time)
         groups = slate_campaign_types(test, dev_dir)
     table = compare(ndcg, groups, n_boot=args.boot, seed=config.seed)
