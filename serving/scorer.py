@@ -275,8 +275,13 @@ def load_state(
     data_dir: Path,
     model_alias: str = CHAMPION,
     model_loader: ModelLoader | None = None,
+    allow_data_mismatch: bool | None = None,
 ) -> ServingState:
-    """Model, snapshot, catalogue, consents and erasures; fails loudly on any mismatch."""
+    """Model, snapshot, catalogue, consents and erasures; fails loudly on any mismatch.
+
+    `allow_data_mismatch` (None: OFFERS_ALLOW_DATA_MISMATCH) turns a snapshot built from other
+    users or consents files than `data_dir` into a warning.
+    """
     home = Path(home)
     # Taken before anything is read: an erasure landing mid-load makes the watcher load again,
     # so the erased user's snapshot rows cannot survive in memory.
@@ -299,7 +304,7 @@ def load_state(
             f"{model.policy_version}, the rules now are {current_policy}: retrain and promote"
         )
     tables, manifest = load_snapshot(home / "features")
-    check_sources(manifest, Path(data_dir))  # users and consents from the snapshot's sources?
+    check_sources(manifest, Path(data_dir), allow_data_mismatch)  # the snapshot's own sources?
     if manifest.get("policy_version") != current_policy:
         raise ModelMismatchError(
             f"snapshot {manifest['snapshot_id']} was built under policy "
@@ -420,7 +425,9 @@ class Scorer:
     def reload(self) -> ServingState:
         """Re-resolve the alias, snapshot, data and erasures; requests in flight keep the old."""
         with self._reload_lock:
-            state = load_state(self.home, self.data_dir, self.model_alias, self.model_loader)
+            # A running server takes new consents (a withdrawal) before the snapshot is rebuilt:
+            # refusing them would keep it deciding on the old ones. The start-up check refuses.
+            state = load_state(self.home, self.data_dir, self.model_alias, self.model_loader, True)
             self.state = state
         log.info("scorer reloaded: %s", state.describe())
         return state
