@@ -172,7 +172,7 @@ def explain(
     from datetime import UTC, datetime
 
     from features.contract import CONSENTS, USER_ID, USERS
-    from features.erasures import read_erasures
+    from features.erasures import erased_since_always, read_erasures
     from features.policy_frames import consents_by_user, user_facts
     from features.validate import ContractError, load_tables
     from offers.settings import load_settings
@@ -192,7 +192,8 @@ def explain(
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from exc
     users, consents = frames[USERS], frames[CONSENTS]
-    erased = read_erasures(load_settings().erasures_dir)
+    # Once recorded, an erasure holds at every instant: the Scorer's own facts (one semantics).
+    erased = erased_since_always(read_erasures(load_settings().erasures_dir))
     facts = user_facts(users.loc[users[USER_ID] == user], erased).get(user)
     mine = consents_by_user(consents.loc[consents[USER_ID] == user]).get(user, [])
     d = decide(purpose, now, mine, facts)

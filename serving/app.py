@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from serving.audit import AuditUnavailable
 from serving.scorer import CHANNEL_API, MAX_K, ReloadWatcher, RequestError, Scorer
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,15 @@ def create_app(
     @app.exception_handler(RequestError)
     def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(AuditUnavailable)
+    def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
+        log.error("no decision without its audit record: %s", exc)  # the path, not the user
+        return JSONResponse(
+            {"detail": "the audit log cannot be written; no decision was made",
+             "reason_code": exc.reason_code},
+            status_code=503,
+        )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
