@@ -258,6 +258,7 @@ def train(
             experiment=experiment,
             on_step=lambda text: progress.update(task, description=text),
         )
+    _print_hygiene(result.hygiene)
     console.print(f"run [bold]{result.run_id}[/bold] (experiment {result.experiment})")
     windows = result.windows.as_dict()
     console.print(
@@ -279,6 +280,12 @@ def train(
         f"(promote with `offers promote`)"
     )
     return result
+
+
+def _print_hygiene(hygiene) -> None:  # features.tracking.RegistryHygiene | None
+    """Registry hygiene found before the run: dead runs closed, orphan versions (kept)."""
+    for line in hygiene.lines() if hygiene else []:
+        typer.echo(f"registry: {line}")
 
 
 @app.command()
@@ -309,6 +316,7 @@ def promote(
     except (LookupError, FileNotFoundError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from exc
+    _print_hygiene(result.hygiene)
     typer.echo(result.format())
     if not result.promoted:
         raise typer.Exit(code=1)
@@ -458,10 +466,18 @@ def erase_cmd(
         None, envvar="OFFERS_DATA_DIR", help="Source tables (left untouched)."
     ),
 ) -> dict:
-    """Erase a user's rows from every store under OFFERS_HOME; print the receipt."""
-    from serving.erase import erase
+    """Erase a user's rows from every store under OFFERS_HOME; print the receipt.
 
-    receipt = erase(load_settings().home, data, user)
+    Exit code: 0 complete; 3 incomplete or not recorded (a full disk, say): the receipt says
+    what is missing, and rerunning the same command finishes the removal.
+    """
+    from serving.erase import ErasureNotRecorded, erase
+
+    try:
+        receipt = erase(load_settings().home, data, user)
+    except ErasureNotRecorded as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=3) from exc
     console.print(
         f"erased [bold]{receipt.user_id}[/bold] at {receipt.erased_at.isoformat()} (tombstone {receipt.tombstone_id})"
     )
@@ -472,6 +488,11 @@ def erase_cmd(
         )
     table.add_row("[bold]total[/bold]", "", f"{receipt.rows_removed:,}", "")
     console.print(table)
+    if not receipt.complete:
+        typer.echo("REMOVAL INCOMPLETE (the user is recorded as erased and denied):", err=True)
+        for problem in receipt.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(code=3)
     return receipt.to_dict()
 
 
@@ -479,10 +500,17 @@ def erase_cmd(
 def audit_tail(
     n: int = typer.Option(20, "-n", "--lines", min=1, help="Records to show."),
 ) -> list[dict]:
-    """The last N audit records (decisions and data-subject events), oldest first, as JSON lines."""
+    """The last N audit records (decisions and data-subject events), oldest first, as JSON lines.
+
+    An unreadable line (torn by a crash or a full disk) is named by file:line on stderr and
+    skipped; the records around it are still shown.
+    """
     from serving.audit import AuditLog
 
-    records = AuditLog(load_settings().audit_dir).tail(n)
+    log = AuditLog(load_settings().audit_dir)
+    records = log.tail(n, on_bad=lambda bad: typer.echo(f"skipped {bad}", err=True))
+    if not records:
+        typer.echo(f"no audit records in {log.dir}")
     for record in records:
         typer.echo(json.dumps(record, sort_keys=True))
     return records
