@@ -73,6 +73,11 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """The rewrite's write step (a name the fault suite can make fail)."""
+    pq.write_table(table, path)
+
+
 def _scrub_parquet(path: Path, user_id: str) -> int:
     table = pq.read_table(path)
     if USER_ID not in table.column_names:
@@ -81,7 +86,7 @@ def _scrub_parquet(path: Path, user_id: str) -> int:
     n = int(pc.sum(mine).as_py() or 0)
     if n:
         kept = table.filter(pc.invert(mine))
-        replace_atomically(path, lambda tmp: pq.write_table(kept, tmp))
+        replace_atomically(path, lambda tmp: write_parquet(kept, tmp))
     return n
 
 
