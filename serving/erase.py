@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from features.erasures import record_erasure
-from features.job import erase_user
+from features.job import erase_user, list_snapshots
 from policy import policy_version
 from serving.audit import EVENT, EVENT_ERASURE, AuditLog, AuditUnavailable, new_request_id
 from serving.outputs import OUTPUTS_DIR, leftovers, recorded_outputs
@@ -86,17 +86,22 @@ class Receipt:
         }
 
 
-def _snapshot_stores(home: Path, user_id: str) -> tuple[list[StoreReceipt], set[Path]]:
-    """Published snapshots (manifests updated) and the files they cover."""
-    stores, covered = [], set()
+def _published(home: Path) -> set[Path]:
+    """Tables of published snapshots: erase_user's alone, so that their manifests stay true."""
+    folders = [home / FEATURES_DIR / m["snapshot_id"] for m in list_snapshots(home / FEATURES_DIR)]
+    return {p for f in folders for p in f.iterdir() if not p.name.startswith(".")}
+
+
+def _snapshot_stores(home: Path, user_id: str) -> list[StoreReceipt]:
+    """Published snapshots, manifests updated (row counts, content hash)."""
+    stores = []
     for snapshot_id, tables in erase_user(home / FEATURES_DIR, user_id).items():
         for table, n in tables.items():
             location = home / FEATURES_DIR / snapshot_id / f"{table}.parquet"
-            covered.add(location)
             stores.append(
                 StoreReceipt(f"feature snapshot {snapshot_id}: {table}", str(location), n)
             )
-    return stores, covered
+    return stores
 
 
 def _candidates(home: Path, exclude: tuple[Path, ...]) -> list[Path]:
@@ -208,10 +213,10 @@ def _remove_rows(
 ) -> list[StoreReceipt]:
     """Every store that holds rows: snapshots, then the sweep, then recorded batch outputs."""
     stores: list[StoreReceipt] = []
-    covered: set[Path] = set()
+    covered = _published(home)
     try:
-        stores, covered = _snapshot_stores(home, user_id)
-    except OSError as exc:  # the sweep below still reaches every snapshot file
+        stores = _snapshot_stores(home, user_id)
+    except OSError as exc:  # the rerun finishes it; the sweep below goes on meanwhile
         problems.append(f"{home / FEATURES_DIR}: snapshot rewrite failed ({exc})")
     exclude = (data_dir.resolve(),) if data_dir is not None else ()
     stores += _sweep(home, user_id, exclude, covered, problems)
