@@ -127,24 +127,27 @@ def _store_of(result: FileResult, home: Path) -> StoreReceipt:
     return StoreReceipt(store, str(result.path.relative_to(home)), removed, result.note)
 
 
+def _scrub(path: Path, user_id: str, hidden: bool, problems: list[str]) -> FileResult | None:
+    """One file's outcome; a disk error or an unreadable published table becomes a problem."""
+    try:
+        result = scrub_file(path, user_id, hidden)
+    except OSError as exc:
+        problems.append(f"{path}: rows not removed ({exc})")
+        return None
+    if result is not None and result.outcome == UNREADABLE:
+        problems.append(f"{path}: {result.note}")
+    return result
+
+
 def _sweep(
     home: Path, user_id: str, exclude: tuple[Path, ...], covered: set[Path], problems: list[str]
 ) -> list[StoreReceipt]:
-    stores = []
-    for path in _candidates(home, exclude):
-        if path in covered:
-            continue
-        try:
-            result = scrub_file(path, user_id, hidden=is_hidden(path, home))
-        except OSError as exc:
-            problems.append(f"{path}: rows not removed ({exc})")
-            continue
-        if result is None:
-            continue
-        if result.outcome == UNREADABLE:
-            problems.append(f"{path}: {result.note}")
-        stores.append(_store_of(result, home))
-    return stores
+    results = [
+        _scrub(path, user_id, is_hidden(path, home), problems)
+        for path in _candidates(home, exclude)
+        if path not in covered
+    ]
+    return [_store_of(r, home) for r in results if r is not None]
 
 
 def _output_stores(home: Path, user_id: str, problems: list[str]) -> list[StoreReceipt]:
@@ -154,15 +157,11 @@ def _output_stores(home: Path, user_id: str, problems: list[str]) -> list[StoreR
         if out.is_relative_to(home):
             continue
         for path in [*leftovers(out), *([out] if out.exists() else [])]:
-            try:
-                result = scrub_file(path, user_id, hidden=path != out)
-            except OSError as exc:
-                problems.append(f"{path}: rows not removed ({exc})")
-                continue
-            if result is None or result.outcome == UNREADABLE:
-                problems.append(f"{path}: {result.note if result else 'not a table any more'}")
-                continue
-            stores.append(StoreReceipt("batch output", str(path), result.rows_removed, result.note))
+            result = _scrub(path, user_id, path != out, problems)
+            if result is not None and result.outcome != UNREADABLE:
+                stores.append(
+                    StoreReceipt("batch output", str(path), result.rows_removed, result.note)
+                )
         if not out.exists():
             stores.append(
                 StoreReceipt("batch output", str(out), None, "recorded, no longer exists")
@@ -170,13 +169,12 @@ def _output_stores(home: Path, user_id: str, problems: list[str]) -> list[StoreR
     return stores
 
 
-def _own_temps(roots: list[Path]) -> None:
+def _own_temps(home: Path) -> None:
     """`finally`: erasure's temp files, wherever a step failed before its own cleanup."""
-    for root in roots:
-        if root.is_dir():
-            for path in root.rglob(f"*{ERASE_MARK}*"):
-                if path.is_file() and is_own_temp(path):
-                    path.unlink(missing_ok=True)
+    beside_outputs = [p for out in recorded_outputs(home) for p in leftovers(out)]
+    for path in [*home.rglob(f"*{ERASE_MARK}*"), *beside_outputs]:
+        if path.is_file() and is_own_temp(path):
+            path.unlink(missing_ok=True)
 
 
 def _fixed_stores(home: Path, data_dir: Path | None) -> list[StoreReceipt]:
@@ -252,7 +250,7 @@ def erase(
     try:
         stores += _remove_rows(home, data, user_id, problems)
     finally:
-        _own_temps([home, *{out.parent for out in recorded_outputs(home)}])
+        _own_temps(home)
     stores += _fixed_stores(home, data)
     tombstone_id = new_request_id()
     try:
