@@ -299,9 +299,7 @@ def policy_reasons(
     withdrawn: dict[str, bool] = {}
     for user in pd.unique(user_ids):
         at_run = decide(OFFER_RANKING, run_time, by_user.get(user, ()), facts.get(user))
-        withdrawn[user] = is_erased(erased, user) or (
-            at_run.reason is Reason.CONSENT_REVOKED
-        )
+        withdrawn[user] = is_erased(erased, user) or (at_run.reason is Reason.CONSENT_REVOKED)
 
     pair_codes, pair_keys = pd.factorize(
         pd.MultiIndex.from_arrays([user_ids, stamps.to_numpy()]), sort=False
