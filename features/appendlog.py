@@ -78,8 +78,11 @@ def append_json(path: Path, record: dict[str, Any], mode: int = 0o640) -> None:
         os.close(fd)
 
 
-def read_lines(path: Path, on_bad: Callable[[BadLine], None]) -> Iterator[dict[str, Any]]:
-    """Each readable JSON object in order; every other non-blank line goes to `on_bad`."""
+def read_lines(
+    path: Path, on_bad: Callable[[BadLine], None], required: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
+    """Each readable JSON object (with a non-empty string in each `required` key), in order;
+    every other non-blank line goes to `on_bad`."""
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -92,5 +95,9 @@ def read_lines(path: Path, on_bad: Callable[[BadLine], None]) -> Iterator[dict[s
                 continue
             if not isinstance(record, dict):
                 on_bad(BadLine(path, line_no, text, "not a JSON object"))
+                continue
+            missing = [k for k in required if not isinstance(record.get(k), str) or not record[k]]
+            if missing:
+                on_bad(BadLine(path, line_no, text, f"no {', '.join(missing)}"))
                 continue
             yield record

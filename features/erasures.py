@@ -22,15 +22,17 @@ import errno
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 from features.appendlog import AppendError, BadLine, append_json, read_lines
+from features.contract import USER_ID
 
 log = logging.getLogger(__name__)
 
 REGISTER = "erasures.jsonl"
+ERASED_AT = "erased_at"  # with contract.USER_ID, the register's two fields
 RESERVE = ".reserve"  # freed on ENOSPC so that one more erasure can still be recorded
 RESERVE_BYTES = 64 * 1024
 # Erasure holds at every instant: the policy sees this as the erasure time of every erased user.
@@ -63,15 +65,12 @@ def read_erasures(
             erased[user] = ERASED_SINCE_ALWAYS
         (on_bad or _warn)(bad)
 
-    for record in read_lines(path, bad_line):
-        user, at = record.get("user_id"), record.get("erased_at")
+    for record in read_lines(path, bad_line, required=(USER_ID,)):
+        user = record[USER_ID]
         try:
-            when = datetime.fromisoformat(str(at))
+            when = datetime.fromisoformat(str(record.get(ERASED_AT)))
         except ValueError:
             when = ERASED_SINCE_ALWAYS  # the id is there: erased, time unreadable
-        if not isinstance(user, str) or not user:
-            _warn(BadLine(path, 0, str(record), "record without a user_id"))
-            continue
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
         erased[user] = min(erased.get(user, when), when)
     return erased
@@ -81,12 +80,12 @@ def _warn(bad: BadLine) -> None:
     log.warning("%s; an erasure whose user id is unreadable was never acknowledged", bad)
 
 
-def erased_since_always(erased: dict[str, datetime] | None) -> dict[str, datetime]:
+def erased_since_always(erased: Mapping[str, datetime] | None) -> dict[str, datetime]:
     """The erasure times the policy uses: every recorded erasure holds at every instant."""
     return {user: ERASED_SINCE_ALWAYS for user in erased or {}}
 
 
-def is_erased(erased: dict[str, datetime] | None, user_id: str) -> bool:
+def is_erased(erased: Mapping[str, datetime] | None, user_id: str) -> bool:
     """Recorded in the register, whenever: the test training and feature jobs apply."""
     return user_id in (erased or {})
 
@@ -100,7 +99,7 @@ def record_erasure(erasures_dir: str | Path, user_id: str, at: datetime | None =
     """
     at = at or datetime.now(UTC)
     folder = Path(erasures_dir)
-    record = {"user_id": user_id, "erased_at": at.isoformat()}
+    record = {USER_ID: user_id, ERASED_AT: at.isoformat()}
     try:
         append_json(folder / REGISTER, record)
     except AppendError as exc:

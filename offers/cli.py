@@ -437,16 +437,22 @@ def score_batch_cmd(
         from serving.spark_batch import score_batch_spark
 
         score_batch = partial(score_batch_spark, spark_master=spark_master)
-    report = score_batch(
-        load_settings().home,
-        data,
-        out,
-        k,
-        n_jobs=jobs,
-        now=_parse_instant(now, "--now"),
-        model_alias=alias,
-        allow_past_now=allow_past_now,
-    )
+    from serving.audit import AuditUnavailable
+
+    try:
+        report = score_batch(
+            load_settings().home,
+            data,
+            out,
+            k,
+            n_jobs=jobs,
+            now=_parse_instant(now, "--now"),
+            model_alias=alias,
+            allow_past_now=allow_past_now,
+        )
+    except AuditUnavailable as exc:  # no decision without its record: no output either
+        typer.echo(f"{exc}; no output written: rerun when the audit log is writable", err=True)
+        raise typer.Exit(code=3) from exc
     console.print(
         f"{report.users:,} users in {report.seconds:.2f} s: [bold]{report.users_per_s:,.0f} users/s[/bold] "
         f"({report.scoring_users_per_s:,.0f} users/s after {report.load_seconds:.1f} s loading; "

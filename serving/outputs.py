@@ -51,9 +51,8 @@ def recorded_outputs(home: Path) -> list[Path]:
             found[match.group(1)] = None
         log.warning("%s%s", bad, "" if match else "; no path in it")
 
-    for record in read_lines(path, bad_line):
-        if isinstance(record.get("path"), str):
-            found[record["path"]] = None
+    for record in read_lines(path, bad_line, required=("path",)):
+        found[record["path"]] = None
     return [Path(p) for p in found]
 
 

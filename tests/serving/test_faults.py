@@ -235,3 +235,30 @@ def test_tombstone_failure_leaves_the_user_denied_and_says_rerun(world: World, m
     assert receipt.problems[-1] == "rerun `offers erase --user u_ok` to finish the removal"
     assert "u_ok" in read_erasures(world.home / "erasures")
     assert json.loads(json.dumps(receipt.to_dict()))["complete"] is False
+
+
+def test_batch_scoring_stops_without_output_when_the_audit_cannot_be_written(
+    world: World, tmp_path, monkeypatch
+) -> None:
+    from serving.batch import score_batch
+    from serving.outputs import recorded_outputs
+
+    out = tmp_path / "scores.parquet"
+    monkeypatch.setattr(appendlog.os, "write", _short_then_enospc(0))
+    with pytest.raises(AuditUnavailable):
+        score_batch(
+            world.home, world.data, out, 3, n_jobs=1, now=datetime.fromisoformat(NOW),
+            model_loader=world.loader, allow_past_now=True,
+        )  # fmt: skip
+    assert not out.exists() and recorded_outputs(world.home) == []
+
+
+def test_register_record_without_a_user_id_is_reported_by_its_line(tmp_path) -> None:
+    folder = tmp_path / "erasures"
+    record_erasure(folder, "u1")
+    with open(folder / REGISTER, "a") as f:
+        f.write('{"erased_at": "2025-06-01T00:00:00+00:00"}\n')
+    record_erasure(folder, "u3")
+    bad: list[BadLine] = []
+    assert set(read_erasures(folder, on_bad=bad.append)) == {"u1", "u3"}
+    assert [(b.line_no, b.error) for b in bad] == [(2, "no user_id")]
