@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pyarrow import ArrowInvalid
+
 from features.erasures import record_erasure
 from features.job import erase_user, list_snapshots
 from policy import policy_version
@@ -214,7 +216,7 @@ def _remove_rows(
     covered = _published(home)
     try:
         stores = _snapshot_stores(home, user_id)
-    except OSError as exc:  # the rerun finishes it; the sweep below goes on meanwhile
+    except (OSError, ArrowInvalid) as exc:  # a full disk, or a damaged published table
         problems.append(f"{home / FEATURES_DIR}: snapshot rewrite failed ({exc})")
     exclude = (data_dir.resolve(),) if data_dir is not None else ()
     stores += _sweep(home, user_id, exclude, covered, problems)

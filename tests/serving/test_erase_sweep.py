@@ -247,3 +247,20 @@ def test_batch_outputs_outside_home_are_recorded_and_erased(world: World, tmp_pa
     assert outputs[str(gone.resolve())].note == "recorded, no longer exists"
     assert outputs[str(gone.resolve())].rows_removed is None
     assert receipt.complete
+
+
+def test_a_damaged_published_table_is_named_and_the_rest_still_erased(world: World) -> None:
+    _crashed_build_and_writers(world)
+    snapshot = world.home / "features" / job.current_snapshot_id(world.home / "features")
+    (snapshot / "user_mcc.parquet").write_bytes(b"PAR1 not a parquet file")
+
+    receipt = erase(world.home, world.data, USER)
+
+    assert not receipt.complete
+    assert receipt.problems[0].startswith(f"{world.home / 'features'}: snapshot rewrite failed")
+    assert USER in read_erasures(world.home / "erasures")
+    # what is left is in the published snapshot (erase_user's, for its manifest): the rerun's
+    left = _holding(world.home)
+    assert f"features/{snapshot.name}/user_mcc.parquet" in left
+    assert all(p.startswith(f"features/{snapshot.name}/") for p in left)
+    assert _rows_of(world.home / "cache" / "train.parquet") == 0  # the sweep went on
