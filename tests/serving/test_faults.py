@@ -154,14 +154,25 @@ def test_register_torn_line_with_a_readable_id_keeps_the_user_erased(tmp_path) -
     assert [b.line_no for b in bad] == [2]
 
 
-def test_register_torn_line_without_an_id_is_reported_and_others_still_read(tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ('{"user_id": "u', "Unterminated string"),  # torn inside the id: not an erasure
+        ('{"erased_at": "2025-06-01T00:00:00+00:00"}\n', "no user_id"),
+    ],
+)
+def test_register_line_without_a_readable_id_is_reported_and_others_still_read(
+    tmp_path, line: str, error: str
+) -> None:
     folder = tmp_path / "erasures"
     record_erasure(folder, "u1")
     with open(folder / REGISTER, "a") as f:
-        f.write('{"user_id": "u')
+        f.write(line)
     record_erasure(folder, "u3")
     bad: list[BadLine] = []
     assert set(read_erasures(folder, on_bad=bad.append)) == {"u1", "u3"}
+    assert [(b.path, b.line_no) for b in bad] == [(folder / REGISTER, 2)]
+    assert bad[0].error.startswith(error)
     assert str(bad[0]).startswith(f"{folder / REGISTER}:2: unreadable record")
 
 
@@ -251,14 +262,3 @@ def test_batch_scoring_stops_without_output_when_the_audit_cannot_be_written(
             model_loader=world.loader, allow_past_now=True,
         )  # fmt: skip
     assert not out.exists() and recorded_outputs(world.home) == []
-
-
-def test_register_record_without_a_user_id_is_reported_by_its_line(tmp_path) -> None:
-    folder = tmp_path / "erasures"
-    record_erasure(folder, "u1")
-    with open(folder / REGISTER, "a") as f:
-        f.write('{"erased_at": "2025-06-01T00:00:00+00:00"}\n')
-    record_erasure(folder, "u3")
-    bad: list[BadLine] = []
-    assert set(read_erasures(folder, on_bad=bad.append)) == {"u1", "u3"}
-    assert [(b.line_no, b.error) for b in bad] == [(2, "no user_id")]
