@@ -47,6 +47,13 @@ TAG_PROMOTION = "promotion_decision"
 TAG_PROMOTION_DETAIL = "promotion_detail"
 META_FEATURE_COLUMNS = "feature_columns"  # key in the logged model's metadata
 
+# Registry hygiene: who started a run (a RUNNING run whose process is gone was killed), and
+# which alias a version ever held (one that never held any was orphaned by a killed train).
+TAG_PID = "offers.pid"
+TAG_HOST = "offers.host"
+TAG_PROC_START = "offers.proc_start"  # /proc start time: a reused pid is not the same process
+TAG_HELD_ALIAS = "offers.held_alias"
+
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
 ENV_REGISTRY_URI = "MLFLOW_REGISTRY_URI"
 ENV_HOME = "OFFERS_HOME"
@@ -268,8 +275,80 @@ def start_run(
 
     experiment_id = ensure_experiment(home, experiment)
     _configure(home)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})):
+    tags = {**(tags or {}), **_process_tags(os.getpid())}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags):
         yield TrackedRun(home, mlflow.active_run().info.run_id)
+
+
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot ('' where /proc is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
+
+
+def _process_tags(pid: int) -> dict[str, str]:
+    import socket
+
+    return {TAG_PID: str(pid), TAG_HOST: socket.gethostname(), TAG_PROC_START: _proc_start(pid)}
+
+
+def _gone(tags: Mapping[str, str]) -> bool:
+    """Was the run started on this host by a process that no longer runs?"""
+    import socket
+
+    if tags.get(TAG_HOST) != socket.gethostname() or not tags.get(TAG_PID, "").isdigit():
+        return False  # another host's run, or no pid: nothing can be known from here
+    pid = int(tags[TAG_PID])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    started = tags.get(TAG_PROC_START, "")
+    return bool(started) and _proc_start(pid) not in ("", started)
+
+
+@dataclass(frozen=True)
+class RegistryHygiene:
+    """What the last train or promote found: runs it closed, versions it only reports."""
+
+    failed_runs: list[str]  # RUNNING runs whose process is gone, now FAILED
+    orphan_versions: list[str]  # no alias, never held one: registration cut short
+    superseded_versions: list[str]  # no alias now, held one before: ordinary history
+
+    def lines(self) -> list[str]:
+        out = [f"marked FAILED: run {r} (RUNNING, its process is gone)" for r in self.failed_runs]
+        out += [
+            f"version {v} of {MODEL_NAME} holds no alias and never held one (a killed train?); "
+            "kept: delete it by hand if unwanted"
+            for v in self.orphan_versions
+        ]
+        return out
+
+
+def registry_hygiene(
+    home: str | os.PathLike[str] | None, experiment: str = EXPERIMENT, name: str = MODEL_NAME
+) -> RegistryHygiene:
+    """Mark this experiment's dead RUNNING runs FAILED; list alias-less versions (never delete)."""
+    c = client(home)
+    failed: list[str] = []
+    found = c.get_experiment_by_name(experiment)
+    if found is not None:
+        running = c.search_runs([found.experiment_id], "attributes.status = 'RUNNING'")
+        for run in running:
+            if _gone(run.data.tags):
+                c.set_terminated(run.info.run_id, status="FAILED")
+                failed.append(run.info.run_id)
+    orphans, superseded = [], []
+    for mv in c.search_model_versions(f"name = '{name}'"):
+        if not mv.aliases:
+            held = TAG_HELD_ALIAS in (mv.tags or {})
+            (superseded if held else orphans).append(str(mv.version))
+    return RegistryHygiene(failed, sorted(orphans, key=int), sorted(superseded, key=int))
 
 
 def sanitize_metric_name(name: str) -> str:
@@ -302,14 +381,16 @@ def register_version(
     version = mlflow.register_model(logged_model_uri, name, tags=dict(tags))
     if version.run_id and version.run_id != run_id:
         raise RuntimeError(f"registered version {version.version} came from run {version.run_id}")
-    client(home).set_registered_model_alias(name, alias, version.version)
+    set_alias(home, alias, str(version.version), name)
     return str(version.version)
 
 
 def set_alias(
     home: str | os.PathLike[str] | None, alias: str, version: str, name: str = MODEL_NAME
 ) -> None:
-    client(home).set_registered_model_alias(name, alias, str(version))
+    c = client(home)
+    c.set_registered_model_alias(name, alias, str(version))
+    c.set_model_version_tag(name, str(version), TAG_HELD_ALIAS, alias)
 
 
 def tag_version(

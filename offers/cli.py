@@ -255,7 +255,7 @@ def explain(
     from datetime import UTC, datetime
 
     from features.contract import CONSENTS, USER_ID, USERS
-    from features.erasures import read_erasures
+    from features.erasures import erased_since_always, read_erasures
     from features.policy_frames import consents_by_user, user_facts
     from features.validate import ContractError, load_tables
     from offers.settings import load_settings
@@ -275,7 +275,8 @@ def explain(
         typer.echo(str(exc), err=True)
         raise typer.Exit(code=2) from exc
     users, consents = frames[USERS], frames[CONSENTS]
-    erased = read_erasures(load_settings().erasures_dir)
+    # Once recorded, an erasure holds at every instant: the Scorer's own facts (one semantics).
+    erased = erased_since_always(read_erasures(load_settings().erasures_dir))
     facts = user_facts(users.loc[users[USER_ID] == user], erased).get(user)
     mine = consents_by_user(consents.loc[consents[USER_ID] == user]).get(user, [])
     d = decide(purpose, now, mine, facts)
@@ -343,6 +344,7 @@ def train(
         experiment=experiment,
         on_step=progress_printer(),
     )
+    _print_hygiene(result.hygiene)
     console.print(f"run [bold]{result.run_id}[/bold] (experiment {result.experiment})")
     windows = result.windows.as_dict()
     console.print(
@@ -375,6 +377,12 @@ def progress_printer() -> Callable[[str], None]:
     return step
 
 
+def _print_hygiene(hygiene) -> None:  # features.tracking.RegistryHygiene | None
+    """Registry hygiene found before the run: dead runs closed, orphan versions (kept)."""
+    for line in hygiene.lines() if hygiene else []:
+        typer.echo(f"registry: {line}")
+
+
 @app.command()
 def promote(
     data: Annotated[
@@ -401,6 +409,7 @@ def promote(
         config=_train_config(config),
         on_step=step,
     )
+    _print_hygiene(result.hygiene)
     typer.echo(result.format())
     if not result.promoted:
         raise typer.Exit(code=1)
@@ -593,6 +602,8 @@ def score_batch_cmd(
         from serving.spark_batch import score_batch_spark
 
         score_batch = partial(score_batch_spark, spark_master=spark_master)
+    from serving.audit import AuditUnavailable
+
     home = load_settings().home
     check_data(home, data, allow_data_mismatch)
     try:
@@ -608,6 +619,9 @@ def score_batch_cmd(
         )
     except RequestError as exc:  # a `--now` out of range or in the past: one line, exit 2
         raise UserError(f"--now: {exc}") from exc
+    except AuditUnavailable as exc:  # no decision without its record: no output either
+        typer.echo(f"{exc}; no output written: rerun when the audit log is writable", err=True)
+        raise typer.Exit(code=3) from exc
     console.print(
         f"{report.users:,} users in {report.seconds:.2f} s: [bold]{report.users_per_s:,.0f} users/s[/bold] "
         f"({report.scoring_users_per_s:,.0f} users/s after {report.load_seconds:.1f} s loading; "
@@ -630,10 +644,18 @@ def erase_cmd(
         None, envvar="OFFERS_DATA_DIR", help="Source tables (left untouched)."
     ),
 ) -> dict:
-    """Erase a user's rows from every store under OFFERS_HOME; print the receipt."""
-    from serving.erase import erase
+    """Erase a user's rows from every store under OFFERS_HOME; print the receipt.
 
-    receipt = erase(load_settings().home, data, user)
+    Exit code: 0 complete; 3 incomplete or not recorded (a full disk, say): the receipt says
+    what is missing, and rerunning the same command finishes the removal.
+    """
+    from serving.erase import ErasureNotRecorded, erase
+
+    try:
+        receipt = erase(load_settings().home, data, user)
+    except ErasureNotRecorded as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=3) from exc
     console.print(
         f"erased [bold]{receipt.user_id}[/bold] at {receipt.erased_at.isoformat()} (tombstone {receipt.tombstone_id})"
     )
@@ -644,6 +666,11 @@ def erase_cmd(
         )
     table.add_row("[bold]total[/bold]", "", f"{receipt.rows_removed:,}", "")
     console.print(table)
+    if not receipt.complete:
+        typer.echo("REMOVAL INCOMPLETE (the user is recorded as erased and denied):", err=True)
+        for problem in receipt.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(code=3)
     return receipt.to_dict()
 
 
@@ -651,10 +678,17 @@ def erase_cmd(
 def audit_tail(
     n: int = typer.Option(20, "-n", "--lines", min=1, help="Records to show."),
 ) -> list[dict]:
-    """The last N audit records (decisions and data-subject events), oldest first, as JSON lines."""
+    """The last N audit records (decisions and data-subject events), oldest first, as JSON lines.
+
+    An unreadable line (torn by a crash or a full disk) is named by file:line on stderr and
+    skipped; the records around it are still shown.
+    """
     from serving.audit import AuditLog
 
-    records = AuditLog(load_settings().audit_dir).tail(n)
+    log = AuditLog(load_settings().audit_dir)
+    records = log.tail(n, on_bad=lambda bad: typer.echo(f"skipped {bad}", err=True))
+    if not records:
+        typer.echo(f"no audit records in {log.dir}")
     for record in records:
         typer.echo(json.dumps(record, sort_keys=True))
     return records

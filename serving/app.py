@@ -25,6 +25,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, S
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.audit import AuditUnavailable
 from serving.limits import Limits, RequestGuard, limits_from_env
 from serving.scorer import (
     CHANNEL_API,
@@ -265,6 +266,15 @@ def create_app(
     @app.exception_handler(RequestError)
     def _request_error(request: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(AuditUnavailable)
+    def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
+        log.error("no decision without its audit record: %s", exc)  # the path, not the user
+        return JSONResponse(
+            {"detail": "the audit log cannot be written; no decision was made",
+             "reason_code": exc.reason_code},
+            status_code=503,
+        )  # fmt: skip
 
     @app.exception_handler(RequestValidationError)
     def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

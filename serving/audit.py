@@ -9,6 +9,11 @@ the kernel before the call returns. Durability beyond a process crash (`fsync`) 
 fsyncs at most once per `interval_s` (a power loss may lose that last interval).
 
 A record never holds a raw MCC, a merchant name or an amount: `FORBIDDEN_KEYS` are refused.
+
+Crash and full disk (features.appendlog): a record starts on a fresh line after a torn one, a
+short write is continued, and a write or fsync that fails raises `AuditUnavailable`, so the
+caller answers no decision without its record (HTTP 503 `AUDIT_UNAVAILABLE`). Readers report an
+unreadable line by file:line and go on: a torn record is one lost line, never the ones after it.
 """
 
 from __future__ import annotations
@@ -19,10 +24,12 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from features.appendlog import BadLine, append_record, read_lines
 
 SUFFIX = ".jsonl"
 EVENT = "event"
@@ -37,6 +44,13 @@ DEFAULT_INTERVAL_S = 1.0
 # Keys that would carry what the audit log must never hold (spec/policy.md "Audit record").
 FORBIDDEN_KEYS = frozenset({"mcc", "merchant_id", "merchant", "merchant_name", "amount", "title"})
 _FILE_MODE = 0o640
+AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"  # reason code of the 503 when a record cannot be written
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit record could not be written: the decision must not be returned (no record)."""
+
+    reason_code = AUDIT_UNAVAILABLE
 
 
 def _json_default(value: object) -> object:
@@ -91,7 +105,7 @@ class AuditLog:
                 os.close(self._fd)
             self.dir.mkdir(parents=True, exist_ok=True)
             path = self.dir / f"{day}{SUFFIX}"
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, _FILE_MODE)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, _FILE_MODE)
             self._day, self._pid = day, pid
         return self._fd
 
@@ -111,8 +125,11 @@ class AuditLog:
                 line = (
                     json.dumps(full, default=_json_default, separators=(",", ":")) + "\n"
                 ).encode()
-                fd = self._descriptor(now.strftime("%Y-%m-%d"))
-                os.write(fd, line)
+                try:
+                    fd = self._descriptor(now.strftime("%Y-%m-%d"))
+                    append_record(fd, line, self.dir / f"{self._day}{SUFFIX}", sync=False)
+                except OSError as exc:  # AppendError included: ENOSPC, EIO, short write
+                    raise AuditUnavailable(f"audit log not writable: {exc}") from exc
                 written.append(full)
             due = self.sync == SYNC_RECORD or time.monotonic() - self._last_sync >= self.interval_s
             if fd is not None and due:
@@ -122,7 +139,10 @@ class AuditLog:
         if fd is not None:
             # Outside the lock: one fsync covers every earlier write on the file, and other
             # requests keep appending meanwhile.
-            os.fsync(fd)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                raise AuditUnavailable(f"audit log not durable: {exc}") from exc
         return written
 
     def close(self) -> None:
@@ -139,31 +159,29 @@ class AuditLog:
             return []
         return sorted(p for p in self.dir.iterdir() if p.suffix == SUFFIX and p.is_file())
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, on_bad: Callable[[BadLine], None] | None = None) -> list[dict[str, Any]]:
         """Every record, oldest first (tests and audits; the log is not meant to be small)."""
-        return [r for path in self.files() for r in _read(path)]
+        return [r for path in self.files() for r in _read(path, on_bad)]
 
-    def tail(self, n: int = 20) -> list[dict[str, Any]]:
-        """The last n records across the daily files, oldest first."""
+    def tail(
+        self, n: int = 20, on_bad: Callable[[BadLine], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """The last n readable records across the daily files, oldest first."""
         if n <= 0:
             return []
         out: deque[dict[str, Any]] = deque(maxlen=n)
         for path in reversed(self.files()):
-            records = _read(path)
+            records = _read(path, on_bad)
             out.extendleft(reversed(records[-(n - len(out)) :]))
             if len(out) >= n:
                 break
         return list(out)
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{line_no}: unreadable audit record ({exc})") from exc
-    return out
+def _read(path: Path, on_bad: Callable[[BadLine], None] | None) -> list[dict[str, Any]]:
+    """Readable records of one file; a bad line goes to `on_bad` (default: raise, naming it)."""
+
+    def refuse(bad: BadLine) -> None:
+        raise ValueError(f"{bad} (torn by a crash or a full disk?)")
+
+    return list(read_lines(path, on_bad or refuse))

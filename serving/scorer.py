@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ import pandas as pd
 
 from features import definitions as fd
 from features.contract import CONSENTS, MCC, OFFERS, USER_ID, USERS
-from features.erasures import REGISTER, read_erasures
+from features.erasures import REGISTER, erased_since_always, read_erasures
 from features.job import load_snapshot
 from features.policy_frames import consents_by_user, user_facts
 from features.tables import FeatureTables
@@ -68,8 +68,6 @@ CLOCK_SKEW = timedelta(minutes=5)
 # refused (RequestError, HTTP 422) before anything is decided, never a crash.
 NOW_MIN = datetime(1970, 1, 1, tzinfo=UTC)
 NOW_MAX = datetime(2200, 1, 1, tzinfo=UTC)
-# Erasures in the register have happened; erasure is final, so it holds at any decision time.
-_ERASED_SINCE_ALWAYS = datetime(1970, 1, 1, tzinfo=UTC)
 _M_POP = FEATURE_COLUMNS.index(fd.MERCHANT_POPULARITY)
 _C_POP = FEATURE_COLUMNS.index(fd.MCC_POPULARITY)
 
@@ -341,10 +339,7 @@ def load_state(
         offer_index={oid: i for i, oid in enumerate(offers.offer_id.tolist())},
         sensitive=offers_frame[MCC].astype(str).isin(SENSITIVE_MCCS).to_numpy(),
         consents=consents_by_user(frames[CONSENTS]),
-        users={
-            u: replace(f, erased_at=_ERASED_SINCE_ALWAYS) if f.erased_at else f
-            for u, f in user_facts(frames[USERS], erased).items()
-        },
+        users=user_facts(frames[USERS], erased_since_always(erased)),
         policy_version=current_policy,
         loaded_at=datetime.now(UTC),
         watched=watched,

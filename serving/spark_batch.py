@@ -57,6 +57,7 @@ from serving.batch import (
     _frame,
     _rows,
 )
+from serving.outputs import write_output
 from serving.scorer import (
     CHAMPION,
     ModelLoader,
@@ -258,13 +259,7 @@ def score_batch_spark(
     finally:
         audit.close()
     frame = _frame({c: rows[c].tolist() for c in OUTPUT_COLUMNS})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_output(frame, out, home)  # recorded under OFFERS_HOME first: erasure reaches it
 
     counts = _decisions(frame)
     denied = {r: n for r, n in counts.items() if r not in (ALLOW, COLD_START)}

@@ -44,7 +44,7 @@ from features.contract import (
     USER_ID,
     USERS,
 )
-from features.erasures import read_erasures
+from features.erasures import erased_since_always, is_erased, read_erasures
 from features.io import MissingTableError, file_digest, table_path
 from features.job import Sources, connect, open_sources, point_in_time
 from features.policy_frames import consents_by_user, user_facts
@@ -292,17 +292,14 @@ def policy_reasons(
     (its reason code), then a sensitive-MCC offer.
     """
     by_user = consents_by_user(consents)
-    facts = user_facts(users, erased)
+    facts = user_facts(users, erased_since_always(erased))  # recorded: erased at every instant
     user_ids = np.asarray(user_ids, dtype=object)
     stamps = pd.Series(shown_at).reset_index(drop=True)
 
     withdrawn: dict[str, bool] = {}
     for user in pd.unique(user_ids):
-        erased_at = erased.get(user)
         at_run = decide(OFFER_RANKING, run_time, by_user.get(user, ()), facts.get(user))
-        withdrawn[user] = (erased_at is not None and erased_at <= run_time) or (
-            at_run.reason is Reason.CONSENT_REVOKED
-        )
+        withdrawn[user] = is_erased(erased, user) or (at_run.reason is Reason.CONSENT_REVOKED)
 
     pair_codes, pair_keys = pd.factorize(
         pd.MultiIndex.from_arrays([user_ids, stamps.to_numpy()]), sort=False

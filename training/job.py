@@ -16,7 +16,7 @@ import json
 import subprocess
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ class TrainResult:
     booster: lgb.Booster
     gap_closed: float | None
     seconds: dict[str, float] = field(default_factory=dict)
+    hygiene: tracking.RegistryHygiene | None = None  # dead runs closed, orphan versions found
 
 
 def model_for(config: TrainConfig, max_slate_size: int) -> LambdaRankModel:
@@ -152,6 +153,7 @@ def train(
     config = (config or TrainConfig()).with_overrides(experiment=experiment)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
+    hygiene = _hygiene(home, config.experiment, step)
 
     data = build_dataset(
         data_dir, config, erasures_dir=erasures_dir, run_time=run_time, on_step=step
@@ -190,7 +192,14 @@ def train(
         booster=model.booster_,
         gap_closed=gap,
         seconds={k: round(v, 2) for k, v in seconds.items()},
+        hygiene=hygiene,
     )
+
+
+def _hygiene(home: Path, experiment: str, step: Step) -> tracking.RegistryHygiene:
+    """Before anything new: close runs a killed train left RUNNING, report orphan versions."""
+    step("registry hygiene: runs left RUNNING by dead processes, versions without an alias")
+    return tracking.registry_hygiene(home, experiment)
 
 
 def _log_and_register(
@@ -317,6 +326,7 @@ class PromoteResult:
     tolerance: float = 0.0
     n_slates: int = 0
     windows: dict[str, str] | None = None
+    hygiene: tracking.RegistryHygiene | None = None
 
     def format(self) -> str:
         champion = f"v{self.champion_version}" if self.champion_version else "(none)"
@@ -349,6 +359,19 @@ def promote(
     """Move `champion` to the challenger if it holds up on the challenger's test window."""
     step = on_step or _noop
     config = config or TrainConfig()
+    hygiene = _hygiene(home, config.experiment, step)
+    result = _promote(home, erasures_dir, data_dir, config, run_time, step)
+    return replace(result, hygiene=hygiene)
+
+
+def _promote(
+    home: Path,
+    erasures_dir: Path | None,
+    data_dir: str | Path | None,
+    config: TrainConfig,
+    run_time: datetime | None,
+    step: Step,
+) -> PromoteResult:
     challenger_v = tracking.alias_version(home, tracking.CHALLENGER)
     if challenger_v is None:
         raise LookupError("no model version has the alias 'challenger': run `offers train` first")

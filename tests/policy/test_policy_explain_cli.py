@@ -166,11 +166,12 @@ def test_erasure_register_is_honoured(data: Path) -> None:
     from features.erasures import record_erasure
     from offers.settings import load_settings
 
+    # once recorded, an erasure holds at every instant, before its own time too (as the Scorer)
     record_erasure(load_settings().erasures_dir, "u_ok", datetime(2025, 5, 1, tzinfo=UTC))
-    assert fields(run(data, "u_ok", at="2025-04-30").output)["reason_code"] == "OK"
-    result = run(data, "u_ok", at="2025-05-01")
-    assert result.exit_code == 1
-    assert fields(result.output)["reason_code"] == "CONSENT_REVOKED"
+    for at in ("2025-04-30", "2025-05-01"):
+        result = run(data, "u_ok", at=at)
+        assert result.exit_code == 1
+        assert fields(result.output)["reason_code"] == "CONSENT_REVOKED"
 
 
 def test_bad_instant_exits_2(data: Path) -> None:
