@@ -153,7 +153,7 @@ def train(
     config = (config or TrainConfig()).with_overrides(experiment=experiment)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    hygiene = _hygiene(home, config.experiment, step)
+    hygiene = _hygiene(home, config.experiment)
 
     data = build_dataset(
         data_dir, config, erasures_dir=erasures_dir, run_time=run_time, on_step=step
@@ -196,10 +196,9 @@ def train(
     )
 
 
-def _hygiene(home: Path, experiment: str, step: Step) -> tracking.RegistryHygiene:
+def _hygiene(home: Path, experiment: str) -> tracking.RegistryHygiene:
     """Before anything new: close runs a killed train left RUNNING, report orphan versions."""
-    step("registry hygiene: runs left RUNNING by dead processes, versions without an alias")
-    return tracking.registry_hygiene(home, experiment)
+    return tracking.registry_hygiene(home, experiment)  # the CLI prints what it found
 
 
 def _log_and_register(
@@ -359,7 +358,7 @@ def promote(
     """Move `champion` to the challenger if it holds up on the challenger's test window."""
     step = on_step or _noop
     config = config or TrainConfig()
-    hygiene = _hygiene(home, config.experiment, step)
+    hygiene = _hygiene(home, config.experiment)
     result = _promote(home, erasures_dir, data_dir, config, run_time, step)
     return replace(result, hygiene=hygiene)
 
