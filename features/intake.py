@@ -162,7 +162,7 @@ def _column_problem(name: str, dtype: Any) -> Violation | None:
     if ok:
         return None
     rule = {TS: Rule.BAD_TIMESTAMP, AMOUNT: Rule.BAD_FLOAT}.get(name, Rule.BAD_STRING)
-    return Violation(TRANSACTIONS, None, name, rule, f"the whole column is stored as {dtype}")
+    return Violation(TRANSACTIONS, None, name, rule, f"column stored as {dtype}")
 
 
 # --------------------------------------------------------------------------- the scan
@@ -222,14 +222,13 @@ def _mcc_by_value(con: Any, raw: ir.Table) -> tuple[bool, bool]:
     its 4-digit text; clean when no value breaks an MCC rule."""
     distinct = raw.group_by(MCC).aggregate(**{_N: raw.count()})
     value, rules = _mcc(distinct[MCC])
+    text = raw[MCC].type().is_string()
+    same = (value == distinct[MCC]).fill_null(False) if text else ibis.literal(False)
     judged = con.execute(
-        distinct.select(
-            same=(value == distinct[MCC]).fill_null(False),
-            **{rule.value: expr for rule, expr in rules},
-        )
+        distinct.select(same=same, **{rule.value: expr for rule, expr in rules})
     )
     clean = not any(judged[rule.value].any() for rule, _ in rules)
-    return clean and raw[MCC].type().is_string() and bool(judged["same"].all()), clean
+    return clean and text and bool(judged["same"].all()), clean
 
 
 @dataclass
@@ -323,7 +322,12 @@ def _numbered(con: Any, path: Path) -> tuple[Any, ir.Table]:
         raw = con.read_parquet(path, file_row_number=True)
         return con, raw.rename({ROW_COL: "file_row_number"})
     raw = con.read_csv(path, all_varchar=True)
-    return con, con.sql(f'SELECT row_number() OVER () - 1 AS "{ROW_COL}", * FROM {raw.get_name()}')
+    name = f"{raw.get_name()}_numbered"
+    con.raw_sql(
+        f'CREATE TEMP VIEW "{name}" AS '
+        f'SELECT row_number() OVER () - 1 AS "{ROW_COL}", * FROM "{raw.get_name()}"'
+    )
+    return con, con.table(name)
 
 
 def scan_transactions(con: Any, data_dir: str | Path, fresh_duckdb: Callable[[], Any]) -> Scan:

@@ -114,11 +114,23 @@ def features_build(
             quarantine_dir=quarantine,
             on_note=typer.echo,
         )
-    except (ContractError, NothingUsableError) as exc:
+    except ContractError as exc:
+        typer.echo(f"features build refused: {_contract_failure(exc)}", err=True)
+        raise typer.Exit(code=2) from exc
+    except NothingUsableError as exc:
         typer.echo(f"features build refused: {exc}", err=True)
         raise typer.Exit(code=2) from exc
     _print_build(manifest)
     return manifest
+
+
+def _contract_failure(exc) -> str:  # exc: features.validate.ContractError
+    """One line when whole files or columns are unusable; else the report naming the rows."""
+    report = exc.report
+    if len(report.file_problems) == len(report.summaries):
+        found = "; ".join(v.format() for s in report.summaries for v in s.examples)
+        return f"{found}; nothing published"
+    return f"the inputs break the data contract; nothing published\n{exc}"
 
 
 def _print_build(manifest: dict) -> None:
