@@ -224,9 +224,7 @@ def _mcc_by_value(con: Any, raw: ir.Table) -> tuple[bool, bool]:
     value, rules = _mcc(distinct[MCC])
     text = raw[MCC].type().is_string()
     same = (value == distinct[MCC]).fill_null(False) if text else ibis.literal(False)
-    judged = con.execute(
-        distinct.select(same=same, **{rule.value: expr for rule, expr in rules})
-    )
+    judged = con.execute(distinct.select(same=same, **{rule.value: expr for rule, expr in rules}))
     clean = not any(judged[rule.value].any() for rule, _ in rules)
     return clean and text and bool(judged["same"].all()), clean
 
