@@ -33,7 +33,7 @@ per-row flags are computed only for rules not proven clean.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,6 @@ class Scan:
     n_rows: int
     n_bad: int
     fresh_duckdb: Callable[[], Any]
-    examples: dict[int, list[tuple[int, object]]] = field(default_factory=dict)
 
     @property
     def good(self) -> ir.Table:
