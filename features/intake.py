@@ -40,6 +40,7 @@ from typing import Any
 import duckdb
 import ibis
 import ibis.expr.types as ir
+import pandas as pd
 import pyarrow.parquet as pq
 
 from features.contract import AMOUNT, MCC, MERCHANT_ID, TRANSACTIONS, TS, TXN_ID, USER_ID
@@ -291,6 +292,10 @@ class Scan:
 
     def quarantine(self, quarantine_dir: Path) -> None:
         """QDIR/transactions.parquet: every bad row with its reasons (0 rows when none)."""
+        if not self.n_bad:  # no second scan to write an empty file
+            empty = pd.DataFrame({c: pd.Series([], dtype=object) for c in self.raw.columns})
+            write_quarantine(TRANSACTIONS, empty, [], quarantine_dir)
+            return
         con, rows = _numbered(self.fresh_duckdb(), self.path)
         _, flags = typed_and_flags(rows)
         bad = ibis.or_(*(f.expr for f in flags))

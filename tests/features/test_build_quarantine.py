@@ -160,3 +160,11 @@ def test_quarantine_on_parquet_names_typed_values(tmp_path: Path, clean: dict) -
     q = pd.read_parquet(tmp_path / "q" / f"{TRANSACTIONS}.parquet")
     assert q[REASON].tolist() == ["mcc_not_4_digits: mcc=5411.5", "null: ts=null"]
     assert q[MCC].tolist() == ["5411.5", "5411.0"] and q[TS].isna().tolist() == [False, True]
+
+
+def test_quarantine_of_clean_input_writes_empty_files(tmp_path: Path, clean: dict) -> None:
+    data = write_world(tmp_path / "data", txns())
+    manifest = build(data, tmp_path / "home", quarantine_dir=tmp_path / "q")
+    assert manifest["content_hash"] == clean["content_hash"]
+    q = pd.read_parquet(tmp_path / "q" / f"{TRANSACTIONS}.parquet")
+    assert len(q) == 0 and list(q.columns) == [*txns().columns, ROW, REASON]
