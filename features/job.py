@@ -213,7 +213,7 @@ def _input_check(report: ValidationReport) -> dict[str, Any]:
         "rejected_by_rule": {f"{s.table}/{s.rule}": s.count for s in report.summaries},
     }
     if not report.strict:
-        check["quarantine_dir"] = str(report.quarantine_dir)
+        check["quarantine_dir"] = str(Path(report.quarantine_dir).resolve())
     return check
 
 
