@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
-import tempfile
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import psutil
 import pyarrow.parquet as pq
 
 from features import definitions as fd
+from features import stale
 from features.contract import (
     AMOUNT,
     CONSENTS,
@@ -43,6 +44,7 @@ from features.contract import (
 )
 from features.eligibility import consent_windows, user_gates
 from features.erasures import read_erasures
+from features.intake import scan_transactions
 from features.io import file_digest, table_path
 from features.tables import (
     MCC_POP,
@@ -52,10 +54,12 @@ from features.tables import (
     USER_MERCHANT,
     FeatureTables,
 )
+from features.validate import ContractError, ValidationReport, check_tables
 from policy import policy_version
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 FEATURE_SET = "merchant_affinity_v1"
 ENGINES = ("duckdb", "spark")
 
@@ -80,6 +84,7 @@ class Sources:
     pending_digests: dict[str, str] | Future[dict[str, str]]
     run_time: datetime
     n_erased: int
+    input_check: dict[str, Any] = field(default_factory=dict)  # manifest field
 
     @property
     def digests(self) -> dict[str, str]:
@@ -102,7 +107,7 @@ def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
         con = _duckdb_backend_class()().connect(**({"threads": threads} if threads else {}))
         con.raw_sql("SET TimeZone = 'UTC'")
         limit_mb = int(psutil.virtual_memory().total * DUCKDB_MEMORY_SHARE / 2**20)
-        spill = tempfile.mkdtemp(prefix="offers-duckdb-")
+        spill = stale.spill_dir("offers-duckdb-")  # named for this process: see features.stale
         weakref.finalize(con, shutil.rmtree, spill, True)
         con.raw_sql(f"SET memory_limit = '{limit_mb}MB'")
         con.raw_sql(f"SET temp_directory = '{spill}'")
@@ -140,46 +145,26 @@ def _duckdb_backend_class() -> type:
     return EpochDuckDBBackend
 
 
-def _read_transactions(con: Any, data_dir: Path) -> ir.Table:
-    path = table_path(data_dir, TRANSACTIONS)
-    if path.suffix == ".parquet":
-        raw = con.read_parquet(path)
-    elif con.name == "duckdb":
-        raw = con.read_csv(path, all_varchar=True)
-    else:  # Spark: every column a string too (its reader's header defaults to Ibis's True)
-        raw = con.read_csv(path, inferSchema=False)
-    missing = {TXN_ID, USER_ID, TS, AMOUNT, MERCHANT_ID, MCC} - set(raw.columns)
-    if missing:
-        raise ValueError(f"{TRANSACTIONS}: {path} lacks columns {sorted(missing)}")
-    ts = raw[TS]
-    if not (ts.type().is_timestamp() and ts.type().timezone is not None):
-        ts = ts.cast("timestamp").cast(ibis.dtype("timestamp('UTC')"))  # naive means UTC
-    return raw.select(
-        raw[TXN_ID].cast("string").name(TXN_ID),
-        raw[USER_ID].cast("string").name(USER_ID),
-        ts.name(TS),
-        raw[AMOUNT].cast("float64").name(AMOUNT),
-        raw[MERCHANT_ID].cast("string").name(MERCHANT_ID),
-        raw[MCC].cast("string").name(MCC),
-    )
-
-
 def open_sources(
     data_dir: str | Path,
     erasures_dir: str | Path | None = None,
     run_time: datetime | None = None,
     engine: str = "duckdb",
     con: Any = None,
+    quarantine_dir: str | Path | None = None,
 ) -> Sources:
     """Register transactions (scanned by the engine) and the small gate tables (from pandas).
 
-    The small tables pass full contract validation here; transactions were validated at the
-    edge by `offers validate` and are scanned, never loaded, so 50M rows fit in memory.
+    Every table passes the data contract first, so nothing foreign reaches a feature: users
+    and consents in pandas (features/validate.py), transactions on the engine
+    (features/intake.py: scanned, never loaded, so 50M rows fit in memory). Strict by default:
+    any bad row raises ContractError naming table, row, column and rule. With quarantine_dir,
+    bad rows go there with their reasons (as `offers validate --quarantine`) and the rest is
+    used; a file unusable as a whole raises in both modes.
     """
     data_dir = Path(data_dir)
+    qdir = None if quarantine_dir is None else Path(quarantine_dir)
     con = con if con is not None else connect(engine)
-    from features.validate import load_tables  # noqa: PLC0415 (written by a parallel change)
-
     # Hashing a large transactions file takes seconds; hashlib releases the GIL, so a thread
     # digests the sources while the engine scans them.
     hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-digests")
@@ -187,16 +172,49 @@ def open_sources(
         lambda: {t: file_digest(table_path(data_dir, t)) for t in (TRANSACTIONS, USERS, CONSENTS)}
     )
     hashing.shutdown(wait=False)
-    small = load_tables(data_dir, tables=(USERS, CONSENTS))
-    return register_sources(
+    scan = scan_transactions(con, data_dir, fresh_duckdb=connect)
+    small_report, small = check_tables(data_dir, qdir, (USERS, CONSENTS))
+    report = _combined(scan.report(qdir), small_report)
+    if report.failed:
+        raise ContractError(report)
+    if qdir is not None:
+        scan.quarantine(qdir)
+    sources = register_sources(
         con,
-        _read_transactions(con, data_dir),
+        scan.good,
         small[USERS],
         small[CONSENTS],
         read_erasures(erasures_dir) if erasures_dir else {},
         run_time or datetime.now(UTC),
         digests,
     )
+    sources.input_check = _input_check(report)
+    return sources
+
+
+def _combined(first: ValidationReport, second: ValidationReport) -> ValidationReport:
+    return ValidationReport(
+        first.data_dir,
+        first.quarantine_dir,
+        counts={**first.counts, **second.counts},
+        summaries=first.summaries + second.summaries,
+        notes=first.notes + second.notes,
+    )
+
+
+def _input_check(report: ValidationReport) -> dict[str, Any]:
+    """What the contract check read, kept and set aside: the manifest's `input_check`."""
+    check: dict[str, Any] = {
+        "mode": "strict" if report.strict else "quarantine",
+        "tables": {
+            t: {"read": c.read, "kept": c.kept, "rejected": c.rejected}
+            for t, c in report.counts.items()
+        },
+        "rejected_by_rule": {f"{s.table}/{s.rule}": s.count for s in report.summaries},
+    }
+    if not report.strict:
+        check["quarantine_dir"] = str(Path(report.quarantine_dir).resolve())
+    return check
 
 
 def register_sources(
@@ -295,6 +313,10 @@ def point_in_time(
 # ---------------------------------------------------------------- snapshots
 
 
+class NothingUsableError(ValueError):
+    """The inputs leave no transaction to build features from: nothing is published."""
+
+
 def build_snapshot(
     data_dir: str | Path,
     features_dir: str | Path,
@@ -302,10 +324,19 @@ def build_snapshot(
     erasures_dir: str | Path | None = None,
     half_life_days: float = fd.DEFAULT_HALF_LIFE_DAYS,
     engine: str = "duckdb",
+    quarantine_dir: str | Path | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Build and publish a snapshot as of one cutoff (default: now) for every allowed user."""
+    """Build and publish a snapshot as of one cutoff (default: now) for every allowed user.
+
+    First sweeps what killed builds left (staging folders, spill folders of dead processes),
+    telling `on_note` (default: the log); then checks the inputs (`open_sources`).
+    """
+    note = on_note or log.warning
+    for path in stale.sweep_features_dir(features_dir) + stale.sweep_spill():
+        note(f"swept {path}, left by a build that was killed")
     run_time = datetime.now(UTC)
-    sources = open_sources(data_dir, erasures_dir, run_time, engine)
+    sources = open_sources(data_dir, erasures_dir, run_time, engine, quarantine_dir=quarantine_dir)
     return publish_snapshot(sources, features_dir, as_of or run_time, half_life_days, engine)
 
 
@@ -317,9 +348,13 @@ def publish_snapshot(
     engine: str = "duckdb",
     on_table_written: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Write every table aside, then swap CURRENT; any failure leaves the old snapshot current."""
+    """Write every table aside, then swap CURRENT; any failure leaves the old snapshot current.
+
+    The write steps are named functions (`_write_table`, `_write_manifest`, `_place_snapshot`,
+    `_write_pointer`, `_swap_pointer`) so the fault tests can stop the job at each of them.
+    """
     features_dir = Path(features_dir)
-    con, run_time = sources.con, sources.run_time
+    con = sources.con
     population_as_of = _population_as_of(cutoff)
     cutoff_lit = ibis.literal(pd.Timestamp(cutoff), type="timestamp('UTC')")
     as_of_lit = ibis.literal(population_as_of, type="timestamp('UTC')")
@@ -332,13 +367,19 @@ def publish_snapshot(
             sources.transactions, status, cutoff_lit, as_of_lit, half_life_days
         )
     )
+    exclusions, kept = _exclusions(con, aggregates)
+    if kept == 0:
+        raise NothingUsableError(
+            f"{TRANSACTIONS}: 0 of {sum(exclusions.values())} usable at cutoff "
+            f"{pd.Timestamp(cutoff).isoformat()} ({_nonzero(exclusions)}); "
+            "no snapshot published, CURRENT unchanged"
+        )
     base = fd.kept_aggregates(aggregates)
     exprs = _named(
         _affinity(con, base, cutoff_lit), fd.snapshot_population(aggregates, status, as_of_lit)
     )
-
     features_dir.mkdir(parents=True, exist_ok=True)
-    staging = features_dir / f".staging-{uuid.uuid4().hex}"
+    staging = features_dir / f"{stale.STAGING_PREFIX}{stale.owner_tag()}-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
         row_counts = {}
@@ -348,15 +389,6 @@ def publish_snapshot(
             row_counts[name] = _parquet_rows(path)
             if on_table_written:
                 on_table_written(name)
-        counts = con.execute(fd.exclusion_counts(aggregates))
-        exclusions = {rule: 0 for rule in fd.EXCLUSION_RULES}
-        exclusions.update(
-            {
-                fd.rule_name(int(r)): int(n)
-                for r, n in zip(counts[fd.RULE], counts[fd.N_ROWS], strict=True)
-            }
-        )
-        kept = exclusions.pop(fd.RULE_KEPT, 0)
         content_hash = _content_hash(staging, row_counts)
         snapshot_id = f"{cutoff.strftime('%Y%m%dT%H%M%SZ')}-{content_hash[:10]}"
         manifest = {
@@ -364,11 +396,12 @@ def publish_snapshot(
             "feature_set": FEATURE_SET,
             "cutoff": pd.Timestamp(cutoff).isoformat(),
             "population_as_of": population_as_of.isoformat(),
-            "built_at": run_time.isoformat(),
+            "built_at": sources.run_time.isoformat(),
             "engine": engine,
             "half_life_days": half_life_days,
             "policy_version": policy_version(),
             "source_digests": sources.digests,
+            "input_check": sources.input_check,
             "users_erased": sources.n_erased,
             "transactions_read": kept + sum(exclusions.values()),
             "transactions_used": kept,
@@ -381,17 +414,42 @@ def publish_snapshot(
             },
             "content_hash": content_hash,
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        final = features_dir / snapshot_id
-        if final.exists():
-            shutil.rmtree(staging)  # identical content already published under this id
-        else:
-            os.replace(staging, final)
+        _write_manifest(staging, manifest)
+        _place_snapshot(staging, features_dir / snapshot_id)
         _publish(features_dir, snapshot_id)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
+
+
+def _exclusions(con: Any, aggregates: ir.Table) -> tuple[dict[str, int], int]:
+    """Transactions excluded per rule (every rule present, 0 when none) and those kept."""
+    counts = con.execute(fd.exclusion_counts(aggregates))
+    exclusions = {rule: 0 for rule in fd.EXCLUSION_RULES}
+    exclusions.update(
+        {
+            fd.rule_name(int(r)): int(n)
+            for r, n in zip(counts[fd.RULE], counts[fd.N_ROWS], strict=True)
+        }
+    )
+    return exclusions, exclusions.pop(fd.RULE_KEPT, 0)
+
+
+def _nonzero(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in counts.items() if v) or "no transaction read"
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+def _place_snapshot(staging: Path, final: Path) -> None:
+    """Move the finished folder to its id (one rename); identical content may exist already."""
+    if final.exists():
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, final)
 
 
 def _write_table(con: Any, table: ir.Table, path: Path) -> None:
@@ -432,12 +490,23 @@ def _content_hash(folder: Path, row_counts: dict[str, int]) -> str:
 
 def _publish(features_dir: Path, snapshot_id: str) -> None:
     """Atomic pointer swap: readers see the old snapshot or the new one, never neither."""
-    tmp = features_dir / f".{CURRENT}.{uuid.uuid4().hex}"
+    tmp = features_dir / f"{stale.POINTER_PREFIX}{stale.owner_tag()}-{uuid.uuid4().hex}"
+    try:
+        _write_pointer(tmp, snapshot_id)
+        _swap_pointer(tmp, features_dir / CURRENT)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the swap; a killed job's is swept later
+
+
+def _write_pointer(tmp: Path, snapshot_id: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(snapshot_id + "\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, features_dir / CURRENT)
+
+
+def _swap_pointer(tmp: Path, pointer: Path) -> None:
+    os.replace(tmp, pointer)
 
 
 def current_snapshot_id(features_dir: str | Path) -> str:

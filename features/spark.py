@@ -18,9 +18,9 @@ import functools
 import os
 import shutil
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
+
+from features import stale
 
 DEFAULT_MASTER = "local[2]"
 MASTER_ENV = "OFFERS_SPARK_MASTER"
@@ -80,7 +80,8 @@ def spark_session(
             builder = builder.master(master)
         # Managed tables (Ibis's create_table of an expression) and spills go to a private
         # folder, never the working directory, removed when the process exits.
-        scratch = Path(tempfile.mkdtemp(prefix="offers-spark-"))
+        # Named for this process, so a later build sweeps it if this one is killed.
+        scratch = stale.spill_dir("offers-spark-")
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         settings.setdefault("spark.sql.warehouse.dir", str(scratch / "warehouse"))
         settings.setdefault("spark.local.dir", str(scratch / "local"))

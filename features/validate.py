@@ -217,7 +217,12 @@ class ValidationReport:
 
     @property
     def file_problems(self) -> list[RuleSummary]:
-        return [s for s in self.summaries if s.rule in FILE_RULES]
+        """Problems of a whole file or column (no row): no row can be quarantined for them."""
+        return [
+            s
+            for s in self.summaries
+            if s.rule in FILE_RULES or any(v.row is None for v in s.examples)
+        ]
 
     @property
     def failed(self) -> bool:
@@ -617,7 +622,7 @@ def _absent(col: Column, n: int) -> pd.Series:
 
 
 @dataclass
-class _Check:
+class RowCheck:
     """Rows of one table breaking one rule on one column, with the raw values (for messages)."""
 
     column: str | None
@@ -632,7 +637,7 @@ class _Table:
     raw: pd.DataFrame | None = None
     typed: dict[str, pd.Series] = field(default_factory=dict)
     nulls: dict[str, np.ndarray] = field(default_factory=dict)
-    checks: list[_Check] = field(default_factory=list)
+    checks: list[RowCheck] = field(default_factory=list)
     file_problems: list[Violation] = field(default_factory=list)
 
     @property
@@ -646,7 +651,7 @@ class _Table:
     def flag(self, column: str, rule: Rule, mask: np.ndarray, values: pd.Series) -> None:
         rows = np.flatnonzero(mask)
         if len(rows):
-            self.checks.append(_Check(column, rule, rows, values.iloc[rows]))
+            self.checks.append(RowCheck(column, rule, rows, values.iloc[rows]))
 
     def rejected(self) -> np.ndarray:
         bad = np.zeros(self.n, bool)
@@ -675,7 +680,7 @@ def _read(data_dir: Path, table: str) -> _Table:
         problem(Rule.EMPTY_FILE, path.name)
         return t
     except (pd.errors.ParserError, pa.ArrowException, OSError, UnicodeDecodeError) as e:
-        problem(Rule.UNREADABLE_FILE, f"{path.name}: {_brief(str(e))}")
+        problem(Rule.UNREADABLE_FILE, f"{path.name}: {brief(str(e))}")
         return t
     t.raw = raw.reset_index(drop=True)
     if t.raw.empty:
@@ -788,7 +793,7 @@ def _check_refs(
 # --------------------------------------------------------------------------- output
 
 
-def _brief(v: object) -> str:
+def brief(v: object) -> str:
     """A value as shown in messages: repr, cut to a few dozen characters."""
     if isinstance(v, np.ndarray):
         v = v.tolist()
@@ -811,16 +816,16 @@ def _text(v: object) -> str | None:
 
 def _summaries(t: _Table) -> list[RuleSummary]:
     out = [RuleSummary(t.name, v.rule, 1, (v,)) for v in t.file_problems]
-    by_rule: dict[Rule, list[_Check]] = {}
+    by_rule: dict[Rule, list[RowCheck]] = {}
     for c in t.checks:
         by_rule.setdefault(c.rule, []).append(c)
     for rule, checks in by_rule.items():
-        firsts: list[tuple[int, _Check, int]] = []
+        firsts: list[tuple[int, RowCheck, int]] = []
         for c in checks:
             firsts.extend((int(r), c, j) for j, r in enumerate(c.rows[:EXAMPLES_PER_RULE]))
         firsts.sort(key=lambda x: x[0])
         examples = tuple(
-            Violation(t.name, r, c.column, rule, _brief(c.values.iloc[j]))
+            Violation(t.name, r, c.column, rule, brief(c.values.iloc[j]))
             for r, c, j in firsts[:EXAMPLES_PER_RULE]
         )
         out.append(RuleSummary(t.name, rule, sum(len(c.rows) for c in checks), examples))
@@ -842,19 +847,27 @@ def _write_quarantine(t: _Table, bad: np.ndarray, qdir: Path) -> None:
     """Rejected rows, original columns as text, plus their 0-based row and every reason."""
     assert t.raw is not None
     rows = np.flatnonzero(bad)
-    picked = t.raw.iloc[rows]
-    out = pd.DataFrame({str(c): _as_text(picked[c]) for c in t.raw.columns}).set_axis(rows)
+    write_quarantine(t.name, t.raw.iloc[rows].set_axis(rows), t.checks, qdir)
+
+
+def write_quarantine(
+    table: str, picked: pd.DataFrame, checks: Sequence[RowCheck], qdir: Path
+) -> None:
+    """QDIR/<table>.parquet: `picked` (raw rows indexed by their 0-based file row) as text, plus
+    `row` and `reason` ("rule: column=value; ..." in check order); the feature build shares it."""
+    rows = picked.index.to_numpy()
+    out = pd.DataFrame({str(c): _as_text(picked[c]) for c in picked.columns}).set_axis(rows)
     reasons = pd.Series(pd.NA, index=rows, dtype=STR_DTYPE)
-    for c in t.checks:  # in check order: columns in schema order, then references
-        text = (c.rule.value + ": " + str(c.column) + "=" + c.values.map(_brief)).astype(STR_DTYPE)
+    for c in checks:  # in check order: columns in schema order, then references
+        text = (c.rule.value + ": " + str(c.column) + "=" + c.values.map(brief)).astype(STR_DTYPE)
         before = reasons.loc[c.rows].to_numpy()
         joined = pd.Series(before, dtype=STR_DTYPE) + "; " + text.to_numpy()
         reasons.loc[c.rows] = np.where(pd.isna(before), text.to_numpy(), joined.to_numpy())
     out[ROW] = rows
     out[REASON] = reasons
     qdir.mkdir(parents=True, exist_ok=True)
-    final = qdir / f"{t.name}.parquet"
-    tmp = qdir / f".{t.name}.parquet.tmp"
+    final = qdir / f"{table}.parquet"
+    tmp = qdir / f".{table}.parquet.tmp"
     out.reset_index(drop=True).to_parquet(tmp, index=False)
     os.replace(tmp, final)  # atomic: a crash never leaves a half-written quarantine file
 
@@ -956,7 +969,17 @@ def load_tables(
     transactions in the engine); references are checked among the tables read.
     Raises ContractError (message: the formatted report) when the validation fails.
     """
-    report, frames = _run(data_dir, quarantine_dir, frames=True, names=tables)
+    report, frames = check_tables(data_dir, quarantine_dir, tables)
     if report.failed:
         raise ContractError(report)
     return frames
+
+
+def check_tables(
+    data_dir: str | Path,
+    quarantine_dir: str | Path | None = None,
+    tables: Sequence[str] = TABLES,
+) -> tuple[ValidationReport, dict[str, pd.DataFrame]]:
+    """`load_tables` that hands back the report (its counts go into a snapshot's manifest)
+    and raises nothing: the frames are empty when the report failed."""
+    return _run(data_dir, quarantine_dir, frames=True, names=tables)

@@ -142,6 +142,9 @@ def _parse_instant(text: str | None, what: str) -> datetime | None:
 SPARK_MASTER_HELP = "Spark master URL (default local[2]; under spark-submit, its --master)."
 
 
+QUARANTINE_HELP = "Set bad input rows aside in QDIR/<table>.parquet (with reasons) and go on."
+
+
 @features_app.command("build")
 def features_build(
     data: Path = typer.Option(..., help="Folder with the contract tables."),
@@ -151,23 +154,55 @@ def features_build(
     spark_master: Annotated[
         str | None, typer.Option(help=SPARK_MASTER_HELP, show_default="local[2]")
     ] = None,
+    quarantine: Annotated[
+        Path | None, typer.Option("--quarantine", metavar="QDIR", help=QUARANTINE_HELP)
+    ] = None,
 ) -> dict:
-    """Build a consent-filtered snapshot as of one cutoff and publish it atomically."""
-    from features.job import build_snapshot
+    """Build a consent-filtered snapshot as of one cutoff and publish it atomically.
+
+    The inputs pass the data contract first (as `offers validate`); exit 2, nothing published,
+    on any bad row (or, with --quarantine, on a file unusable as a whole) and when no
+    transaction is usable.
+    """
+    from features.job import NothingUsableError, build_snapshot
+    from features.validate import ContractError
 
     settings = load_settings()
     if engine == "spark":
         from features.spark import spark_session
 
         spark_session(spark_master)  # the session the job's backend then runs on
-    manifest = build_snapshot(
-        data,
-        settings.features_dir,
-        as_of=_parse_instant(as_of, "--as-of"),
-        erasures_dir=settings.erasures_dir,
-        half_life_days=half_life_days,
-        engine=engine,
-    )
+    try:
+        manifest = build_snapshot(
+            data,
+            settings.features_dir,
+            as_of=_parse_instant(as_of, "--as-of"),
+            erasures_dir=settings.erasures_dir,
+            half_life_days=half_life_days,
+            engine=engine,
+            quarantine_dir=quarantine,
+            on_note=typer.echo,
+        )
+    except ContractError as exc:
+        typer.echo(f"features build refused: {_contract_failure(exc)}", err=True)
+        raise typer.Exit(code=2) from exc
+    except NothingUsableError as exc:
+        typer.echo(f"features build refused: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    _print_build(manifest)
+    return manifest
+
+
+def _contract_failure(exc) -> str:  # exc: features.validate.ContractError
+    """One line when whole files or columns are unusable; else the report naming the rows."""
+    report = exc.report
+    if len(report.file_problems) == len(report.summaries):
+        found = "; ".join(v.format() for s in report.summaries for v in s.examples)
+        return f"{found}; nothing published"
+    return f"the inputs break the data contract; nothing published\n{exc}"
+
+
+def _print_build(manifest: dict) -> None:
     console.print(
         f"published snapshot [bold]{manifest['snapshot_id']}[/bold] (cutoff {manifest['cutoff']})"
     )
@@ -180,7 +215,10 @@ def features_build(
     )
     console.print(table)
     console.print({k: f"{v:,}" for k, v in manifest["row_counts"].items()})
-    return manifest
+    check = manifest["input_check"]
+    if check["mode"] == "quarantine":
+        rejected = {t: c["rejected"] for t, c in check["tables"].items()}
+        console.print(f"quarantined rows per table (in {check['quarantine_dir']}): {rejected}")
 
 
 @features_app.command("list")
