@@ -56,6 +56,7 @@ TREND_RECENT_DAYS = 30  # trend compares the last 30 days ...
 TREND_BASE_DAYS = 90  # ... with the 60 days before them (days 30-90)
 POPULATION_WINDOW_DAYS = 90
 DEFAULT_HALF_LIFE_DAYS = 30.0
+HALF_LIFE_PARAM = "half_life_days"  # its key in run params, manifests and model metadata
 
 # Exclusion rules, in the order they are checked (DESIGN.md "Time and consent semantics").
 RULE_AFTER_CUTOFF = "at_or_after_cutoff"

@@ -1,0 +1,21 @@
+"""Instants as int64 nanoseconds since the epoch (UTC): the one conversion every array path uses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+
+def epoch_ns(values: pd.Series | Sequence) -> np.ndarray:
+    """Many instants (tz-aware or naive = UTC) as int64 nanoseconds."""
+    stamps = pd.to_datetime(pd.Series(values), utc=True)
+    return stamps.dt.tz_localize(None).astype("datetime64[ns]").to_numpy().view("int64")
+
+
+def instant_ns(t: datetime | pd.Timestamp) -> int:
+    """One instant (tz-aware or naive = UTC) as int64 nanoseconds."""
+    stamp = pd.Timestamp(t)
+    return int((stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).value)
