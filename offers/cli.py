@@ -262,7 +262,7 @@ def train(
     console.print(
         f"train {windows['train_start']} .. {windows['train_end']}, "
         f"validation .. {windows['valid_end']}, test .. {windows['test_end']}; "
-        f"{result.best_iteration} trees"
+        f"{result.best_iteration} rounds"
     )
     headers = [str(c).replace("_at_", "@").replace("recall", "rec") for c in result.metrics]
     table = Table("test", *headers, title="model vs baselines (test window)")
@@ -272,6 +272,14 @@ def train(
     console.print(table)
     if result.gap_closed is not None:
         console.print(f"popularity-to-oracle NDCG@10 gap closed: {result.gap_closed:.1%}")
+    if result.selection is not None and result.gate is not None:
+        console.print(
+            f"selected on {len(result.selection.folds)} time-ordered folds: "
+            f"{result.selection.settings}, {result.selection.rounds} rounds; "
+            f"the test rows are that selection fit before the test window"
+        )
+        console.print(result.gate.format())
+        console.print(f"registered model refit on every labelled exposure: {result.refit_saw}")
     console.print(f"excluded exposures by reason: {result.exclusions}")
     console.print(
         f"registered [bold]{result.model_uri}[/bold] with alias challenger "
