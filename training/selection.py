@@ -106,10 +106,17 @@ def make_folds(dev: Split, config: TrainConfig) -> list[Fold]:
     return folds
 
 
-def candidates(config: TrainConfig) -> list[dict[str, Any]]:
-    """The grid, in a fixed order (ties go to the earlier candidate)."""
-    grid = itertools.product(config.objectives, config.num_leaves, config.min_child_samples)
-    return [{"objective": o, "num_leaves": int(n), "min_child_samples": int(m)} for o, n, m in grid]
+def candidates(config: TrainConfig, objective: str | None = None) -> list[dict[str, Any]]:
+    """Stage one (no objective given): every objective at the first tree size. Stage two: the
+    other tree sizes of the grid for the winning objective. Fixed order; ties go earlier."""
+    sizes = list(itertools.product(config.num_leaves, config.min_child_samples))
+    if objective is None:
+        pairs = [(o, *sizes[0]) for o in config.objectives]
+    else:
+        pairs = [(objective, n, m) for n, m in sizes[1:]]
+    return [
+        {"objective": o, "num_leaves": int(n), "min_child_samples": int(m)} for o, n, m in pairs
+    ]
 
 
 def model_for(
@@ -150,18 +157,29 @@ def _dataset(split: Split, reference: lgb.Dataset | None, position: bool) -> lgb
     )
 
 
+def fold_datasets(folds: Sequence[Fold], position: bool) -> list[tuple[lgb.Dataset, lgb.Dataset]]:
+    """Each fold's training and validation Datasets, binned once and shared by candidates."""
+    out = []
+    for fold in folds:
+        train = _dataset(fold.train, None, position)
+        out.append((train, _dataset(fold.valid, train, False)))
+    return out
+
+
 def pooled_curve(
-    model: LambdaRankModel, folds: Sequence[Fold], max_rounds: int, patience: int, debias: bool
+    model: LambdaRankModel,
+    folds: Sequence[Fold],
+    max_rounds: int,
+    patience: int,
+    datasets: Sequence[tuple[lgb.Dataset, lgb.Dataset]],
 ) -> np.ndarray:
     """NDCG@k per round averaged over every fold's validation slates (folds in lockstep)."""
     params = model.lgb_params()
     metric = f"ndcg@{params['eval_at'][0]}"
-    position = debias and model.objective in POSITION_OBJECTIVES
     boosters = []
-    for fold in folds:
-        train = _dataset(fold.train, None, position)
+    for train, valid in datasets:
         booster = lgb.Booster(params=params, train_set=train)
-        booster.add_valid(_dataset(fold.valid, train, False), "valid")
+        booster.add_valid(valid, "valid")
         boosters.append(booster)
     weights = np.array([f.valid.n_slates for f in folds], dtype=np.float64)
     weights /= weights.sum()
@@ -182,25 +200,35 @@ def pooled_curve(
 
 
 def select(dev: Split, config: TrainConfig, max_slate_size: int) -> Selection:
-    """The grid candidate and round count with the best pooled validation NDCG@k."""
+    """The candidate and round count with the best pooled validation NDCG@k.
+
+    Two stages keep the search small: the objectives at the first tree size, then the rest of
+    the num_leaves x min_child_samples grid for the best objective.
+    """
     folds = make_folds(dev, config)
-    grid = candidates(config)
     if not folds:  # one instant, or too few slates: nothing to validate on
-        return Selection(grid[0], config.n_estimators, float("nan"), [])
+        return Selection(candidates(config)[0], config.n_estimators, float("nan"), [])
     debias = config.position_debias
     if debias and any(np.isnan(f.train.position).any() for f in folds):
         raise ValueError("position_debias needs a logged position on every exposure")
+    positions = {debias and o in POSITION_OBJECTIVES for o in config.objectives}
+    shared = {p: fold_datasets(folds, p) for p in sorted(positions)}
     best: Selection | None = None
-    scored = []
-    for settings in grid:
-        model = model_for(config, settings, config.n_estimators, max_slate_size)
-        curve = pooled_curve(
-            model, folds, config.n_estimators, config.early_stopping_rounds, debias
-        )
-        rounds = int(np.argmax(curve)) + 1
-        scored.append({**settings, "rounds": rounds, "score": float(curve[rounds - 1])})
-        if best is None or curve[rounds - 1] > best.score:
-            best = Selection(settings, rounds, float(curve[rounds - 1]), [], curve=curve.tolist())
+    scored: list[dict[str, Any]] = []
+    for stage in (None, "second"):
+        grid = candidates(config, None if stage is None else best.settings["objective"])
+        for settings in grid:
+            model = model_for(config, settings, config.n_estimators, max_slate_size)
+            datasets = shared[debias and model.objective in POSITION_OBJECTIVES]
+            curve = pooled_curve(
+                model, folds, config.n_estimators, config.early_stopping_rounds, datasets
+            )
+            rounds = int(np.argmax(curve)) + 1
+            scored.append({**settings, "rounds": rounds, "score": float(curve[rounds - 1])})
+            if best is None or curve[rounds - 1] > best.score:
+                best = Selection(
+                    settings, rounds, float(curve[rounds - 1]), [], curve=curve.tolist()
+                )
     assert best is not None
     best.folds = [f.describe() for f in folds]
     best.candidates = scored

@@ -13,6 +13,7 @@ from training.selection import (
     candidates,
     development,
     fit_models,
+    fold_datasets,
     fold_starts,
     make_folds,
     model_for,
@@ -84,7 +85,7 @@ def test_rounds_come_from_the_pooled_curve_of_all_folds(synth_data) -> None:
     folds = make_folds(dev, config)
     assert len(folds) == 3
     model = model_for(config, candidates(config)[0], 12, synth_data.max_slate_size)
-    curve = pooled_curve(model, folds, 12, patience=0, debias=False)
+    curve = pooled_curve(model, folds, 12, patience=0, datasets=fold_datasets(folds, False))
     # the same fits one fold at a time: the pooled curve is their slate-weighted mean
     per_fold = []
     for fold in folds:
@@ -110,7 +111,7 @@ def test_the_pooled_curve_stops_once_it_stalls(synth_data) -> None:
     config = TrainConfig(objectives="binary", num_leaves=7, n_estimators=300)
     folds = make_folds(development(synth_data), config)
     model = model_for(config, candidates(config)[0], 300, synth_data.max_slate_size)
-    curve = pooled_curve(model, folds, 300, patience=5, debias=False)
+    curve = pooled_curve(model, folds, 300, patience=5, datasets=fold_datasets(folds, False))
     best = int(np.argmax(curve))
     assert len(curve) == best + 6  # five rounds without a new best after it, then stop
 
