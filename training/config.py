@@ -46,7 +46,7 @@ class TrainConfig:
     bagging_fraction: float = 0.8  # share of rows sampled per bagging round
     bagging_freq: int = 1  # bag every this many rounds (0: no bagging)
     lambda_l2: float = 1.0  # L2 regularisation of leaf values
-    eval_at: tuple[int, ...] = (10, 5)  # NDCG cut-offs; the first one drives early stopping
+    eval_at: tuple[int, ...] = (10, 5)  # NDCG cut-offs; the first one drives selection
     label_gain: tuple[float, ...] = (0.0, 1.0)  # gain per label value (binary: redeemed or not)
     truncation_level: int | None = None  # lambdarank_truncation_level; None: max(eval_at) + 3
     early_stopping_rounds: int = 30  # stop once the folds' pooled NDCG@k stalls this long

@@ -1,9 +1,14 @@
 """Train, promote, predict: plain functions, read top to bottom, that the CLI and tests call.
 
-- `train`: lawful slates -> LambdaRank with early stopping -> the same test slates scored by
-  the model and every baseline -> one MLflow run (params, metrics, digests, plots, card, the
-  native Booster) -> a new registered version carrying the alias `challenger`.
-- `promote`: challenger and champion scored on the same, latest test window; `champion` moves
+- `train`: lawful slates -> settings and rounds selected on time-ordered folds
+  (training/selection.py) -> that selection fit before the test window and every baseline
+  scored on the same test slates, with the popularity gate's paired bootstrap
+  (training/gate.py) -> the same settings refit on every labelled exposure -> one MLflow run
+  (params, metrics, digests, plots, card, both Boosters) -> a new registered version (the
+  refit) carrying the alias `challenger`.
+- `promote`: a challenger that does not beat popularity on its test slates is refused (the
+  first promotion too); otherwise the selection-stage models of challenger and champion are
+  scored on the challenger's test window, which neither learned from, and `champion` moves
   only if the challenger is not worse than the champion by more than the tolerance.
 - `predict`: point-in-time scores for given (user_id, offer_id, shown_at) rows, policy first.
 
