@@ -16,12 +16,22 @@ model (same settings and rounds, fit only on slates before the test window):
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
+import pandas as pd
 
+from features import tracking
+from training.baselines import POPULARITY, popularity_scores
+from training.config import TrainConfig
+from training.dataset import TEST, TrainingData
 from training.metrics import per_slate
+from training.model import LambdaRankModel
+from training.selection import development
 
 GATE_METRIC = "ndcg_at_10"
 GATE_K = 10
@@ -102,3 +112,56 @@ def paired_bootstrap(
         int(n),
         int(samples),
     )
+
+
+def popularity_gate(model: LambdaRankModel, data: TrainingData, config: TrainConfig) -> GateResult:
+    """Paired bootstrap of NDCG@10, the selection-stage model vs popularity, on the test slates."""
+    test = data.splits[TEST]
+    popularity = popularity_scores(development(data), config.popularity_prior)
+    return paired_bootstrap(
+        test.y,
+        model.predict(test.X),
+        popularity(test),
+        test.group,
+        baseline=POPULARITY,
+        samples=config.bootstrap_samples,
+        seed=config.seed,
+    )
+
+
+def recorded_gate(version_tags: Mapping[str, str]) -> GateResult | None:
+    """The popularity gate recorded on a version at training (None: trained without one)."""
+    text = version_tags.get(TAG_GATE)
+    return GateResult.from_tag(text) if text else None
+
+
+def gate_refusal(gate: GateResult | None) -> str | None:
+    """Why a challenger may not be served at all (None: it beats popularity)."""
+    if gate is None:
+        return "no popularity gate recorded on this version (trained before the gate): retrain"
+    if not gate.passed:
+        return (
+            f"does not beat the popularity baseline on its {gate.n_slates} test slates: "
+            f"{GATE_METRIC} difference {gate.diff:+.4f}, 95% interval lower bound "
+            f"{gate.low:+.4f} is not above 0"
+        )
+    return None
+
+
+def learned_until(info: Mapping[str, Any]) -> pd.Timestamp:
+    """The last instant a version's judged model learned from: its selection-stage model's
+    test-window start, or the train end of a model trained before selection existed."""
+    tags = info["run_tags"]
+    key = "valid_end" if info["run_params"].get("selected_rounds") else "train_end"
+    return pd.Timestamp(tags[key])
+
+
+def judged_booster(home: Path, version: str, info: Mapping[str, Any]) -> lgb.Booster:
+    """A version's selection-stage Booster (never the refit, which saw its test window)."""
+    text = tracking.load_run_text(home, info["run_id"], SELECTION_MODEL_ARTIFACT)
+    if text is not None:
+        return lgb.Booster(model_str=text)
+    if info["run_params"].get("selected_rounds"):
+        raise LookupError(f"v{version}: its selection-stage model is missing from the run")
+    # trained before selection existed: the registered model learned only before train_end
+    return tracking.load_model_uri(home, f"models:/{tracking.MODEL_NAME}/{version}").booster

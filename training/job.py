@@ -36,7 +36,7 @@ from features.job import connect, open_sources
 from features.vector import FEATURE_COLUMNS, OfferArrays
 from policy import policy_version
 from training import report
-from training.baselines import POPULARITY, fit_baselines, popularity_scores
+from training.baselines import fit_baselines
 from training.config import TrainConfig
 from training.dataset import (
     KEPT,
@@ -53,7 +53,16 @@ from training.dataset import (
     policy_reasons,
     read_erasures_if_any,
 )
-from training.gate import SELECTION_MODEL_ARTIFACT, TAG_GATE, GateResult, paired_bootstrap
+from training.gate import (
+    SELECTION_MODEL_ARTIFACT,
+    TAG_GATE,
+    GateResult,
+    gate_refusal,
+    judged_booster,
+    learned_until,
+    popularity_gate,
+    recorded_gate,
+)
 from training.metrics import evaluate
 from training.model import LambdaRankModel
 from training.selection import Fitted, Selection, development, fit_models
@@ -109,21 +118,6 @@ def score_all(
         name: evaluate(target.y, score(target), target.group, segments, seed=config.seed)
         for name, score in scorers.items()
     }
-
-
-def popularity_gate(model: LambdaRankModel, data: TrainingData, config: TrainConfig) -> GateResult:
-    """Paired bootstrap of NDCG@10, the selection-stage model vs popularity, on the test slates."""
-    test = data.splits[TEST]
-    popularity = popularity_scores(development(data), config.popularity_prior)
-    return paired_bootstrap(
-        test.y,
-        model.predict(test.X),
-        popularity(test),
-        test.group,
-        baseline=POPULARITY,
-        samples=config.bootstrap_samples,
-        seed=config.seed,
-    )
 
 
 def train(
@@ -402,10 +396,10 @@ def promote(
 
     windows = Windows.from_dict(info["run_tags"])
     champion = tracking.version_info(home, champion_v)
-    learned_until = _learned_until(champion)
-    if learned_until > windows.valid_end:
+    seen_until = learned_until(champion)
+    if seen_until > windows.valid_end:
         reason = (
-            f"champion v{champion_v} learned from slates up to {learned_until.isoformat()}, "
+            f"champion v{champion_v} learned from slates up to {seen_until.isoformat()}, "
             f"inside the challenger's test window (from {windows.valid_end.isoformat()}): "
             "no honest comparison; retrain the challenger on data that reaches past it"
         )
@@ -446,44 +440,6 @@ def promote(
     return _decide(home, result)
 
 
-def recorded_gate(version_tags: Mapping[str, str]) -> GateResult | None:
-    """The popularity gate recorded on a version at training (None: trained without one)."""
-    text = version_tags.get(TAG_GATE)
-    return GateResult.from_tag(text) if text else None
-
-
-def gate_refusal(gate: GateResult | None) -> str | None:
-    """Why a challenger may not be served at all (None: it beats popularity)."""
-    if gate is None:
-        return "no popularity gate recorded on this version (trained before the gate): retrain"
-    if not gate.passed:
-        return (
-            f"does not beat the popularity baseline on its {gate.n_slates} test slates: "
-            f"{PROMOTION_METRIC} difference {gate.diff:+.4f}, 95% interval lower bound "
-            f"{gate.low:+.4f} is not above 0"
-        )
-    return None
-
-
-def _learned_until(info: Mapping[str, Any]) -> pd.Timestamp:
-    """The last instant a version's judged model learned from: its selection-stage model's
-    test-window start, or the train end of a model trained before selection existed."""
-    tags = info["run_tags"]
-    key = "valid_end" if info["run_params"].get("selected_rounds") else "train_end"
-    return pd.Timestamp(tags[key])
-
-
-def _judged_booster(home: Path, version: str, info: Mapping[str, Any]) -> lgb.Booster:
-    """A version's selection-stage Booster (never the refit, which saw its test window)."""
-    text = tracking.load_run_text(home, info["run_id"], SELECTION_MODEL_ARTIFACT)
-    if text is not None:
-        return lgb.Booster(model_str=text)
-    if info["run_params"].get("selected_rounds"):
-        raise LookupError(f"v{version}: its selection-stage model is missing from the run")
-    # trained before selection existed: the registered model learned only before train_end
-    return tracking.load_model_uri(home, f"models:/{tracking.MODEL_NAME}/{version}").booster
-
-
 def _score_on_window(
     home: Path,
     versions: Mapping[str, Mapping[str, Any]],
@@ -498,7 +454,7 @@ def _score_on_window(
     n_slates = 0
     tests: dict[float, Split] = {}  # one build per feature half-life the models were trained with
     for version, info in versions.items():
-        booster = _judged_booster(home, version, info)
+        booster = judged_booster(home, version, info)
         half_life = _run_half_life(home, version, config)
         if half_life not in tests:
             tests[half_life] = build_dataset(

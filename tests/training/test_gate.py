@@ -15,8 +15,8 @@ from features import contract as c
 from features import tracking
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.gate import GateResult, paired_bootstrap
-from training.job import gate_refusal, promote, recorded_gate, train
+from training.gate import GateResult, gate_refusal, paired_bootstrap, recorded_gate
+from training.job import promote, train
 
 ONE_BELOW = 1 / math.log2(3)  # NDCG of a slate whose only positive sits second
 
