@@ -273,7 +273,8 @@ def train(
         str | None, typer.Option("--experiment", help="MLflow experiment (default offer-ranking).")
     ] = None,
 ):  # -> training.job.TrainResult
-    """Train LambdaRank on lawful slates, compare with baselines, register a `challenger`."""
+    """Select settings on time-ordered folds, compare with baselines on the test slates, register
+    the same settings refit on every labelled exposure as `challenger`."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from training.job import train as train_job
@@ -332,7 +333,9 @@ def promote(
         Path | None, typer.Option("--config", help="Config with promote_tolerance (.json/.toml).")
     ] = None,
 ):  # -> training.job.PromoteResult
-    """Move `champion` to the challenger unless it trails on the same test window.
+    """Move `champion` to the challenger only if it beats popularity on its test slates (paired
+    bootstrap, the first promotion too) and does not trail the champion on a window neither
+    model learned from.
 
     Exit code: 0 promoted, 1 kept, 2 nothing to promote.
     """
