@@ -437,6 +437,22 @@ def version_info(
     }
 
 
+def load_run_text(
+    home: str | os.PathLike[str] | None, run_id: str, artifact_file: str
+) -> str | None:
+    """A text artifact of a run (e.g. a Booster logged as text); None when the run has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    _configure(home)
+    try:
+        return str(mlflow.artifacts.load_text(f"runs:/{run_id}/{artifact_file}"))
+    except (MlflowException, OSError) as exc:
+        if isinstance(exc, OSError) or _is_not_found(exc):
+            return None
+        raise
+
+
 def _is_not_found(exc: Exception) -> bool:
     code = getattr(exc, "error_code", "")
     return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(exc).lower()

@@ -208,10 +208,15 @@ def assemble(
     user_ids: Sequence[str],
     cutoffs: Sequence | np.ndarray,
     offers: OfferArrays,
+    at: Sequence | np.ndarray | int | None = None,
 ) -> np.ndarray:
     """Rows (user_ids[i], cutoffs[i], offers[i]) -> float64 matrix in FEATURE_COLUMNS order.
 
-    `cutoffs` are instants (Timestamps, or int64 ns since the epoch in UTC).
+    `cutoffs` are instants (Timestamps, or int64 ns since the epoch in UTC): the history the
+    user and population features may read ends there. `at` is the instant the offer is shown,
+    which the offer-window features (days left, days since start) are measured from; it
+    defaults to the cutoff (training: both are shown_at). Serving reads a snapshot as of its
+    cutoff but shows the offer at the request's `now`, so it passes `at=now`.
     """
     n = len(user_ids)
     if not (len(cutoffs) == len(offers) == n):
@@ -219,6 +224,7 @@ def assemble(
             f"assemble: {n} users, {len(cutoffs)} cutoffs, {len(offers)} offers differ in length"
         )
     cut_ns = np.asarray(cutoffs, dtype=np.int64) if _is_int_array(cutoffs) else _ns(cutoffs)
+    at_ns = cut_ns if at is None else _instants(at, n)
     pairs = source.pair_codes(list(user_ids), cut_ns)
     merchants = _codes(source.merchant_code_, offers.merchant_id.tolist())
     mccs = _codes(source.mcc_code_, offers.mcc.tolist())
@@ -232,13 +238,23 @@ def assemble(
         np.column_stack(
             [
                 offers.reward,
-                (offers.ends_ns - cut_ns) / NS_PER_DAY,
-                (cut_ns - offers.starts_ns) / NS_PER_DAY,
+                (offers.ends_ns - at_ns) / NS_PER_DAY,
+                (at_ns - offers.starts_ns) / NS_PER_DAY,
                 np.array([int(m) for m in offers.mcc], dtype=np.float64),
             ]
         ),
     ]
     return np.hstack(blocks)
+
+
+def _instants(values: Sequence | np.ndarray | int, n: int) -> np.ndarray:
+    """One instant for every row (int64 ns since the epoch, UTC), from one or n instants."""
+    if isinstance(values, int | np.integer):
+        return np.full(n, int(values), dtype=np.int64)
+    out = np.asarray(values, dtype=np.int64) if _is_int_array(values) else _ns(values)
+    if len(out) != n:
+        raise ValueError(f"assemble: {len(out)} offer instants for {n} rows")
+    return out
 
 
 def _is_int_array(values: Sequence | np.ndarray) -> bool:

@@ -368,7 +368,8 @@ def train(
         str | None, typer.Option("--experiment", help="MLflow experiment (default offer-ranking).")
     ] = None,
 ):  # -> training.job.TrainResult
-    """Train LambdaRank on lawful slates, compare with baselines, register a `challenger`."""
+    """Select settings on time-ordered folds, compare with baselines on the test slates, register
+    the same settings refit on every labelled exposure as `challenger`."""
     from offers.tables import metrics_table
     from training.dataset import KEPT
     from training.job import train as train_job
@@ -388,11 +389,19 @@ def train(
     console.print(
         f"train {windows['train_start']} .. {windows['train_end']}, "
         f"validation .. {windows['valid_end']}, test .. {windows['test_end']}; "
-        f"{result.best_iteration} trees"
+        f"{result.best_iteration} rounds"
     )
     console.print(metrics_table(result.metrics, title="model vs baselines (test window)"))
     if result.gap_closed is not None:
         console.print(f"popularity-to-oracle ndcg_at_10 gap closed: {result.gap_closed:.1%}")
+    if result.selection is not None and result.gate is not None:
+        console.print(
+            f"selected on {len(result.selection.folds)} time-ordered folds: "
+            f"{result.selection.settings}, {result.selection.rounds} rounds; "
+            f"the test rows are that selection fit before the test window"
+        )
+        console.print(result.gate.format())
+        console.print(f"registered model refit on every labelled exposure: {result.refit_saw}")
     excluded = {reason: n for reason, n in result.exclusions.items() if reason != KEPT}
     console.print(
         f"exposures kept: {result.exclusions.get(KEPT, 0):,}; excluded by reason: {excluded}"
@@ -431,7 +440,9 @@ def promote(
         Path | None, typer.Option("--config", help="Config with promote_tolerance (.json/.toml).")
     ] = None,
 ):  # -> training.job.PromoteResult
-    """Move `champion` to the challenger unless it trails on the same test window.
+    """Move `champion` to the challenger only if it beats popularity on its test slates (paired
+    bootstrap, the first promotion too) and does not trail the champion on a window neither
+    model learned from.
 
     Exit code: 0 promoted, 1 kept, 2 nothing to promote.
     """

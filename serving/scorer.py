@@ -572,7 +572,7 @@ class Scorer:
                     cold_start=True, **common, **extra,
                 )  # fmt: skip
         if warm:
-            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k)
+            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k, _ns(now))
             for i, offers in zip(warm, ranked, strict=True):
                 results[i] = RankResult(
                     new_request_id(), user_ids[i], decision=decisions[i], offers=offers,
@@ -598,17 +598,30 @@ class Scorer:
             for r, j in enumerate(order, start=1)
         ]
 
+    @staticmethod
+    def request_matrix(
+        state: ServingState, users: Sequence[str], idx: np.ndarray, now_ns: int
+    ) -> np.ndarray:
+        """The rows the model scores: every user x every offer in `idx`, user-major.
+
+        History and population features come from the snapshot (as of its cutoff); the
+        offer-window features are measured at `now`, when the offer is shown, as training
+        measures them at shown_at."""
+        n_users, n_off = len(users), len(idx)
+        offers = state.offers.take(np.tile(idx, n_users))
+        user_col = np.repeat(np.array(users, dtype=object), n_off)
+        cutoffs = np.full(n_users * n_off, state.cutoff_ns)
+        return assemble(state.source, user_col, cutoffs, offers, at=now_ns)
+
     def _model_rank(
-        self, state: ServingState, users: list[str], idx: np.ndarray, k: int
+        self, state: ServingState, users: list[str], idx: np.ndarray, k: int, now_ns: int
     ) -> list[list[RankedOffer]]:
         """One assembled matrix and one predict for every user; top k each; reasons for those."""
         n_off = len(idx)
         if n_off == 0:
             return [[] for _ in users]
         n_users = len(users)
-        offers = state.offers.take(np.tile(idx, n_users))
-        user_col = np.repeat(np.array(users, dtype=object), n_off)
-        X = assemble(state.source, user_col, np.full(n_users * n_off, state.cutoff_ns), offers)
+        X = self.request_matrix(state, users, idx, now_ns)
         explainer, leaves = state.explainer, None
         if state.leaf_scores and self.explain == PATH and len(X) <= LEAF_SCORE_MAX_ROWS:
             # One call into LightGBM gives both the scores and the reasons (see serving.explain).

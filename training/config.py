@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_EXPERIMENT = "offer-ranking"
+OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
+GRID_FIELDS = ("objectives", "num_leaves", "min_child_samples")
 
 
 @dataclass(frozen=True)
@@ -29,19 +31,25 @@ class TrainConfig:
     half_life_days: float = 30.0  # half-life of the decayed-spend features (feature engine)
     feature_threads: int = 1  # DuckDB threads; 1 sums floats in one order: same data, same bytes
 
-    # --- LightGBM LambdaRank ---
-    n_estimators: int = 1000  # maximum boosting rounds (early stopping usually ends sooner)
+    # --- LightGBM; the settings grid is searched on time-ordered folds (training/selection.py) ---
+    n_estimators: int = (
+        1000  # maximum boosting rounds a fold may run (the pooled curve stops sooner)
+    )
     learning_rate: float = 0.05  # shrinkage per round
-    num_leaves: int = 15  # leaves per tree (labels are noisy: small trees generalise better)
-    min_child_samples: int = 100  # minimum rows in a leaf
+    objectives: tuple[str, ...] = OBJECTIVES  # grid: LightGBM objectives tried
+    num_leaves: tuple[int, ...] = (15, 31)  # grid: leaves per tree (an int is a grid of one)
+    min_child_samples: tuple[int, ...] = (100,)  # grid: minimum rows in a leaf
+    n_folds: int = 3  # expanding-window validation folds before the test window
+    fold_share: float = 0.45  # share of the development slates the folds validate on, together
+    min_fold_slates: int = 200  # fewer folds when a fold would validate on fewer slates than this
     feature_fraction: float = 0.8  # share of features sampled per tree
     bagging_fraction: float = 0.8  # share of rows sampled per bagging round
     bagging_freq: int = 1  # bag every this many rounds (0: no bagging)
     lambda_l2: float = 1.0  # L2 regularisation of leaf values
-    eval_at: tuple[int, ...] = (10, 5)  # NDCG cut-offs; the first one drives early stopping
+    eval_at: tuple[int, ...] = (10, 5)  # NDCG cut-offs; the first one drives selection
     label_gain: tuple[float, ...] = (0.0, 1.0)  # gain per label value (binary: redeemed or not)
     truncation_level: int | None = None  # lambdarank_truncation_level; None: max(eval_at) + 3
-    early_stopping_rounds: int = 100  # stop when validation NDCG@k has not improved this long
+    early_stopping_rounds: int = 100  # stop once the folds' pooled NDCG@k stalls this long
     position_debias: bool = False  # learn position bias from logged positions (LightGBM >= 4.1)
     seed: int = 0  # one seed for LightGBM, baselines and tie-breaking: same seed, same model
     num_threads: int = 2  # LightGBM threads (this machine has 2 cores)
@@ -54,9 +62,21 @@ class TrainConfig:
 
     # --- promotion gate and tracking ---
     promote_tolerance: float = 0.005  # challenger may trail the champion's NDCG@10 by this much
+    bootstrap_samples: int = 2000  # paired bootstrap resamples over test slates (gate interval)
     experiment: str = DEFAULT_EXPERIMENT  # MLflow experiment name
 
     def __post_init__(self) -> None:
+        for name in GRID_FIELDS:  # a single value is a grid of one
+            value = getattr(self, name)
+            grid = (value,) if isinstance(value, str | int) else tuple(value)
+            if not grid:
+                raise ValueError(f"{name} must name at least one value")
+            object.__setattr__(self, name, grid)
+        unknown = sorted(set(self.objectives) - set(OBJECTIVES))
+        if unknown:
+            raise ValueError(f"objectives {unknown} unknown; choose among {list(OBJECTIVES)}")
+        if self.n_folds < 1 or self.min_fold_slates < 1 or not 0 < self.fold_share < 1:
+            raise ValueError("n_folds and min_fold_slates must be >= 1 and fold_share in (0, 1)")
         if any(k < 1 for k in self.eval_at) or not self.eval_at:
             raise ValueError(f"eval_at must be positive cut-offs, got {self.eval_at}")
         if min(self.test_days, self.valid_days) < 1:
@@ -78,7 +98,8 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(known)}")
-        tuples = {k: tuple(v) for k, v in values.items() if k in ("eval_at", "label_gain")}
+        listed = ("eval_at", "label_gain", *GRID_FIELDS)
+        tuples = {k: tuple(v) for k, v in values.items() if k in listed and isinstance(v, list)}
         return cls(**{**values, **tuples})
 
     @classmethod

@@ -18,7 +18,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +60,7 @@ KEPT = Reason.OK.value
 REASON_WITHDRAWN = "WITHDRAWN_OR_ERASED_AT_RUN"  # consent withdrawn or user erased as of the run
 REASON_SENSITIVE = "SENSITIVE_MCC_OFFER"  # offer from a sensitive-tier merchant category
 REASON_OUTSIDE = "OUTSIDE_WINDOWS"  # shown before the train window or after the test window
+NEVER = np.iinfo(np.int64).max  # redeemed_ns of an exposure that was never (validly) redeemed
 
 Step = Callable[[str], None]
 
@@ -153,6 +154,38 @@ class Split:
     new_user: np.ndarray  # bool per row: under `new_user_days` of history at shown_at
     oracle: np.ndarray | None = None  # p_redeem per row (synthetic data only)
     n_censored: int = 0
+    redeemed_ns: np.ndarray | None = None  # int64 ns of a valid redemption, NEVER for none
+
+    def known_at(self, at_ns: int | float) -> Split:
+        """The same slates with the labels one knew at `at_ns`: redeemed strictly before it."""
+        if self.redeemed_ns is None:
+            raise ValueError(f"split {self.name!r} carries no redemption times to relabel")
+        y = (self.redeemed_ns < at_ns).astype(np.float64)
+        return replace(self, y=y, n_censored=int(np.sum(self.redeemed_ns != NEVER) - y.sum()))
+
+    def slate_shown_ns(self) -> np.ndarray:
+        """Each slate's instant: its earliest shown_at (what windows and folds cut by)."""
+        if not self.n_rows:
+            return np.zeros(0, dtype=np.int64)
+        return np.minimum.reduceat(self.shown_at, self.slate_starts())
+
+    @classmethod
+    def concat(cls, name: str, parts: Sequence[Split]) -> Split:
+        """Slates of several splits, in the given order, as one split."""
+        joined = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _ROW_FIELDS}
+        optional = {
+            f: None
+            if any(getattr(p, f) is None for p in parts)
+            else np.concatenate([getattr(p, f) for p in parts])
+            for f in ("oracle", "redeemed_ns")
+        }
+        return cls(
+            name=name,
+            **joined,
+            **optional,
+            group=np.concatenate([p.group for p in parts]).astype(np.int64),
+            n_censored=sum(p.n_censored for p in parts),
+        )
 
     @property
     def n_rows(self) -> int:
@@ -175,14 +208,13 @@ class Split:
         """The slates where `keep` (one bool per slate) holds, rows in the same order."""
         keep = np.asarray(keep, dtype=bool)
         rows = np.repeat(keep, self.group)
-        per_row = ("X", "y", "user_id", "offer_id", "merchant_id", "shown_at", "position")
         return Split(
             name=self.name,
-            **{f: getattr(self, f)[rows] for f in per_row},
+            **{f: getattr(self, f)[rows] for f in _ROW_FIELDS},
             group=self.group[keep],
-            new_user=self.new_user[rows],
             oracle=None if self.oracle is None else self.oracle[rows],
             n_censored=self.n_censored,
+            redeemed_ns=None if self.redeemed_ns is None else self.redeemed_ns[rows],
         )
 
     def informative(self) -> Split:
@@ -214,6 +246,9 @@ class Split:
             "n_censored": float(self.n_censored),
             "max_slate_size": float(self.group.max()) if self.n_slates else 0.0,
         }
+
+
+_ROW_FIELDS = ("X", "y", "user_id", "offer_id", "merchant_id", "shown_at", "position", "new_user")
 
 
 @dataclass
@@ -499,6 +534,9 @@ def build_dataset(
     sel_split = split_of[rows]
     sel_label = label[rows].astype(np.float64)
     sel_redeemed = sel[REDEEMED_AT]
+    sel_redeemed_ns = np.where(
+        sel_label > 0, _ns(sel_redeemed.where(sel_label > 0, sel[SHOWN_AT])), NEVER
+    )
     sel_group = group_code[rows]
     sel_slate_shown = _ns(slate_shown.iloc[rows])
     # Within a slate, rows go in a seeded pseudo-random order keyed by the row itself: logged
@@ -537,6 +575,7 @@ def build_dataset(
             new_user=new_user[idx],
             oracle=None if oracle is None else oracle[idx],
             n_censored=n_censored,
+            redeemed_ns=sel_redeemed_ns[idx],
         )
     tick("slates")
     return TrainingData(

@@ -1,9 +1,14 @@
 """Train, promote, predict: plain functions, read top to bottom, that the CLI and tests call.
 
-- `train`: lawful slates -> LambdaRank with early stopping -> the same test slates scored by
-  the model and every baseline -> one MLflow run (params, metrics, digests, plots, card, the
-  native Booster) -> a new registered version carrying the alias `challenger`.
-- `promote`: challenger and champion scored on the same, latest test window; `champion` moves
+- `train`: lawful slates -> settings and rounds selected on time-ordered folds
+  (training/selection.py) -> that selection fit before the test window and every baseline
+  scored on the same test slates, with the popularity gate's paired bootstrap
+  (training/gate.py) -> the same settings refit on every labelled exposure -> one MLflow run
+  (params, metrics, digests, plots, card, both Boosters) -> a new registered version (the
+  refit) carrying the alias `challenger`.
+- `promote`: a challenger that does not beat popularity on its test slates is refused (the
+  first promotion too); otherwise the selection-stage models of challenger and champion are
+  scored on the challenger's test window, which neither learned from, and `champion` moves
   only if the challenger is not worse than the champion by more than the tolerance.
 - `predict`: point-in-time scores for given (user_id, offer_id, shown_at) rows, policy first.
 
@@ -28,7 +33,7 @@ import pandas as pd
 from features import tracking
 from features.contract import MCC, OFFER_ID, SHOWN_AT, USER_ID
 from features.job import connect, open_sources
-from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, OfferArrays
+from features.vector import FEATURE_COLUMNS, OfferArrays
 from policy import policy_version
 from training import report
 from training.baselines import fit_baselines
@@ -38,7 +43,6 @@ from training.dataset import (
     SPLITS,
     TEST,
     TRAIN,
-    VALID,
     Split,
     Step,
     TrainingData,
@@ -49,8 +53,19 @@ from training.dataset import (
     policy_reasons,
     read_erasures_if_any,
 )
+from training.gate import (
+    SELECTION_MODEL_ARTIFACT,
+    TAG_GATE,
+    GateResult,
+    gate_refusal,
+    judged_booster,
+    learned_until,
+    popularity_gate,
+    recorded_gate,
+)
 from training.metrics import evaluate
-from training.model import VALIDATION, LambdaRankModel
+from training.model import LambdaRankModel
+from training.selection import Fitted, Selection, development, fit_models
 
 REASON_UNKNOWN_OFFER = "UNKNOWN_OFFER"
 TAG_DATA_DIR = "data_dir"
@@ -79,60 +94,28 @@ class TrainResult:
     seconds: dict[str, float] = field(default_factory=dict)
     hygiene: tracking.RegistryHygiene | None = None  # dead runs closed, orphan versions found
 
-
-def model_for(config: TrainConfig, max_slate_size: int) -> LambdaRankModel:
-    """The estimator for a config; NDCG cut-offs beyond the largest slate are dropped."""
-    eval_at = tuple(k for k in config.eval_at if k <= max_slate_size) or (max(1, max_slate_size),)
-    return LambdaRankModel(
-        n_estimators=config.n_estimators,
-        learning_rate=config.learning_rate,
-        num_leaves=config.num_leaves,
-        min_child_samples=config.min_child_samples,
-        feature_fraction=config.feature_fraction,
-        bagging_fraction=config.bagging_fraction,
-        bagging_freq=config.bagging_freq,
-        lambda_l2=config.lambda_l2,
-        eval_at=eval_at,
-        label_gain=config.label_gain,
-        truncation_level=config.truncation_level,
-        early_stopping_rounds=config.early_stopping_rounds,
-        seed=config.seed,
-        num_threads=config.num_threads,
-    )
+    selection: Selection | None = None
+    gate: GateResult | None = None
+    refit_saw: dict[str, Any] = field(default_factory=dict)
 
 
 def fit_ranker(data: TrainingData, config: TrainConfig) -> LambdaRankModel:
-    """LambdaRank on the informative train slates, early-stopped on validation NDCG@k."""
-    train = data.splits[TRAIN].informative()
-    valid = data.splits[VALID].informative()
-    if train.n_slates == 0:
-        raise ValueError("no train slate has both a redemption and a non-redemption")
-    model = model_for(config, data.max_slate_size)
-    positions = train.position if config.position_debias else None
-    if positions is not None and np.isnan(positions).any():
-        raise ValueError("position_debias needs a logged position on every exposure")
-    has_valid = valid.n_slates > 0
-    return model.fit(
-        train.X,
-        train.y,
-        train.group,
-        eval_set=[(valid.X, valid.y)] if has_valid else None,
-        eval_group=[valid.group] if has_valid else None,
-        feature_name=list(FEATURE_COLUMNS),
-        categorical_feature=list(CATEGORICAL_COLUMNS),
-        position=positions,
-    )
+    """The model `train` registers: settings chosen on folds, refit on everything."""
+    return fit_models(data, config).refit
 
 
 def score_all(
     model: LambdaRankModel, data: TrainingData, config: TrainConfig
 ) -> dict[str, dict[str, float]]:
-    """The model and every baseline on the same test slates, through the same metric code."""
+    """The model and every baseline on the same test slates, through the same metric code.
+
+    Baselines learn from the same slates as the model: everything before the test window.
+    """
     target = data.splits[TEST]
     segments = {"new": target.per_slate(target.new_user)}
     segments["established"] = ~segments["new"]
     scorers = {report.MODEL: lambda s: model.predict(s.X)}
-    scorers.update(fit_baselines(data.splits[TRAIN], config, target.oracle is not None))
+    scorers.update(fit_baselines(development(data), config, target.oracle is not None))
     return {
         name: evaluate(target.y, score(target), target.group, segments, seed=config.seed)
         for name, score in scorers.items()
@@ -160,24 +143,23 @@ def train(
     )
     seconds["dataset"] = time.perf_counter() - started
 
-    step("fitting LambdaRank (early stopping on validation NDCG)")
+    step("selecting settings on time-ordered folds, then refitting on every labelled exposure")
     t = time.perf_counter()
-    model = fit_ranker(data, config)
+    fitted = fit_models(data, config)
     seconds["fit"] = time.perf_counter() - t
 
-    step("scoring the model and the baselines on the test slates")
+    step("scoring the selection-stage model and the baselines on the test slates")
     t = time.perf_counter()
-    results = score_all(model, data, config)
-    valid = data.splits[VALID]
-    validation = evaluate(valid.y, model.predict(valid.X), valid.group, seed=config.seed)
+    results = score_all(fitted.model, data, config)
+    gate = popularity_gate(fitted.model, data, config)
     table = report.metrics_frame(results)
     gap = report.gap_closed(table)
     seconds["evaluate"] = time.perf_counter() - t
 
-    step("logging the run and registering the model in MLflow")
+    step("logging the run and registering the refit model in MLflow")
     t = time.perf_counter()
     run_id, version, uri = _log_and_register(
-        data, config, model, results, validation, table, home, Path(data_dir)
+        data, config, fitted, results, gate, table, home, Path(data_dir)
     )
     seconds["mlflow"] = time.perf_counter() - t
     return TrainResult(
@@ -188,11 +170,14 @@ def train(
         metrics=table,
         windows=data.windows,
         exclusions=data.exclusions,
-        best_iteration=model.best_iteration_,
-        booster=model.booster_,
+        best_iteration=fitted.selection.rounds,
+        booster=fitted.refit.booster_,
         gap_closed=gap,
         seconds={k: round(v, 2) for k, v in seconds.items()},
         hygiene=hygiene,
+        selection=fitted.selection,
+        gate=gate,
+        refit_saw=fitted.refit_saw,
     )
 
 
@@ -204,14 +189,18 @@ def _hygiene(home: Path, experiment: str) -> tracking.RegistryHygiene:
 def _log_and_register(
     data: TrainingData,
     config: TrainConfig,
-    model: LambdaRankModel,
+    fitted: Fitted,
     results: Mapping[str, Mapping[str, float]],
-    validation: Mapping[str, float],
+    gate: GateResult,
     table: pd.DataFrame,
     home: Path,
     data_dir: Path,
 ) -> tuple[str, str, str]:
-    """One MLflow run with everything a reviewer needs; then a new `challenger` version."""
+    """One MLflow run with everything a reviewer needs; then a new `challenger` version.
+
+    Test metrics are the selection-stage model's (fit before the test window); the registered
+    model is the refit, and the run says what it saw.
+    """
     sha = git_sha()
     windows = data.windows.as_dict()
     lineage = {
@@ -220,10 +209,15 @@ def _log_and_register(
         **({tracking.TAG_GIT_SHA: sha} if sha else {}),
         **windows,
     }
-    params = config.as_params() | {
-        "eval_at_used": ",".join(str(k) for k in model.eval_at),
-        "feature_count": str(len(FEATURE_COLUMNS)),
-    }
+    selection, model = fitted.selection, fitted.refit
+    params = (
+        config.as_params()
+        | selection.params()
+        | {
+            "eval_at_used": ",".join(str(k) for k in model.eval_at),
+            "feature_count": str(len(FEATURE_COLUMNS)),
+        }
+    )
     with tracking.start_run(home, config.experiment, tags=lineage) as run:
         run.log_params(params)
         run.set_tags(
@@ -232,21 +226,11 @@ def _log_and_register(
                 "run_time": data.run_time.isoformat(),
                 "has_oracle": str(data.has_oracle).lower(),
                 **{f"digest_{k}": v[:16] for k, v in data.source_digests.items()},
+                **{f"refit_{k}": str(v) for k, v in fitted.refit_saw.items()},
             }
         )
-        metrics: dict[str, float] = {}
-        for name, values in results.items():
-            prefix = "" if name == report.MODEL else f"{name}_"
-            metrics.update({f"{prefix}test_{k}": v for k, v in values.items()})
-        metrics.update({f"validation_{k}": v for k, v in validation.items()})
-        metrics["best_iteration"] = float(model.best_iteration_)
-        metrics.update({f"excluded_{k.lower()}": float(v) for k, v in data.exclusions.items()})
-        gap = report.gap_closed(table)
-        if gap is not None:
-            metrics["oracle_gap_closed_ndcg_at_10"] = gap
-        run.log_metrics(metrics)
-        for metric, values in model.evals_result_.get(VALIDATION, {}).items():
-            run.log_metric_history(f"iter_validation_{metric}", values)
+        run.log_metrics(_run_metrics(data, fitted, results, gate, table))
+        run.log_metric_history("iter_selection_ndcg_at_10", selection.curve)
         for split_name in SPLITS:
             split = data.splits[split_name]
             run.log_dataset(
@@ -262,6 +246,15 @@ def _log_and_register(
         run.log_text(report.markdown_table(table) + "\n", "metrics/test_metrics.md")
         run.log_dict(data.exclusions, "data/exclusions.json")
         run.log_dict({k: v for k, v in data.timings.items()}, "data/timings.json")
+        run.log_dict(
+            {
+                "folds": selection.folds,
+                "candidates": selection.candidates,
+                "refit": fitted.refit_saw,
+            },
+            "selection/selection.json",
+        )
+        run.log_text(fitted.model.booster_.model_to_string(), SELECTION_MODEL_ARTIFACT)
         card = report.model_card(
             run_id=run.run_id,
             experiment=config.experiment,
@@ -269,7 +262,7 @@ def _log_and_register(
             splits={name: data.splits[name].summary() for name in SPLITS},
             exclusions=data.exclusions,
             metrics=table,
-            best_iteration=model.best_iteration_,
+            best_iteration=selection.rounds,
             policy_version=policy_version(),
             pairs_id=data.pairs_id,
             git_sha=sha,
@@ -283,10 +276,42 @@ def _log_and_register(
         run_id = run.run_id
     version_tags = lineage | {
         f"test_{PROMOTION_METRIC}": f"{results[report.MODEL][PROMOTION_METRIC]:.6f}",
+        TAG_GATE: gate.to_tag(),
         "experiment": config.experiment,
     }
     version = tracking.register_version(home, logged, run_id, version_tags)
     return run_id, version, f"models:/{tracking.MODEL_NAME}/{version}"
+
+
+def _run_metrics(
+    data: TrainingData,
+    fitted: Fitted,
+    results: Mapping[str, Mapping[str, float]],
+    gate: GateResult,
+    table: pd.DataFrame,
+) -> dict[str, float]:
+    """Test metrics of the selection-stage model and baselines; selection; gate; the refit."""
+    metrics: dict[str, float] = {}
+    for name, values in results.items():
+        prefix = "" if name == report.MODEL else f"{name}_"
+        metrics.update({f"{prefix}test_{k}": v for k, v in values.items()})
+    metrics["best_iteration"] = float(fitted.selection.rounds)
+    metrics["selection_pooled_ndcg_at_10"] = fitted.selection.score
+    metrics["selection_folds"] = float(len(fitted.selection.folds))
+    metrics.update(
+        {
+            "gate_popularity_diff": gate.diff,
+            "gate_popularity_low": gate.low,
+            "gate_popularity_high": gate.high,
+        }
+    )
+    counts = {k: v for k, v in fitted.refit_saw.items() if isinstance(v, int)}
+    metrics.update({f"refit_{k}": float(v) for k, v in counts.items()})
+    metrics.update({f"excluded_{k.lower()}": float(v) for k, v in data.exclusions.items()})
+    gap = report.gap_closed(table)
+    if gap is not None:
+        metrics["oracle_gap_closed_ndcg_at_10"] = gap
+    return metrics
 
 
 def git_sha() -> str | None:
@@ -326,14 +351,17 @@ class PromoteResult:
     n_slates: int = 0
     windows: dict[str, str] | None = None
     hygiene: tracking.RegistryHygiene | None = None
+    gate: GateResult | None = None  # the challenger's recorded popularity gate
 
     def format(self) -> str:
         champion = f"v{self.champion_version}" if self.champion_version else "(none)"
         lines = [f"challenger v{self.challenger_version} vs champion {champion}"]
+        if self.gate is not None:
+            lines.append(f"  {self.gate.format()}")
         if self.windows:
             lines.append(
                 f"test window {self.windows['valid_end']} .. {self.windows['test_end']}"
-                f" ({self.n_slates} slates with a redemption)"
+                f" ({self.n_slates} slates with a redemption; selection-stage models)"
             )
         if self.challenger_score is not None and self.champion_score is not None:
             lines += [
@@ -355,7 +383,8 @@ def promote(
     run_time: datetime | None = None,
     on_step: Step | None = None,
 ) -> PromoteResult:
-    """Move `champion` to the challenger if it holds up on the challenger's test window."""
+    """Move `champion` to the challenger only if it beats popularity (recorded at training, on
+    its test slates) and holds up against the champion on a window neither learned from."""
     step = on_step or _noop
     config = config or TrainConfig()
     hygiene = _hygiene(home, config.experiment)
@@ -375,27 +404,80 @@ def _promote(
     if challenger_v is None:
         raise LookupError("no model version has the alias 'challenger': run `offers train` first")
     champion_v = tracking.alias_version(home, tracking.CHAMPION)
-
-    if champion_v is None:
-        result = PromoteResult(True, "first version becomes champion", challenger_v, None)
-        return _decide(home, result)
-    if champion_v == challenger_v:
+    if champion_v is not None and champion_v == challenger_v:
         return PromoteResult(
             True, "the challenger already is the champion", challenger_v, champion_v
         )
-
     info = tracking.version_info(home, challenger_v)
+    gate = recorded_gate(info["tags"])
+    refused = gate_refusal(gate)
+    if refused:
+        return _decide(home, PromoteResult(False, refused, challenger_v, champion_v, gate=gate))
+    if champion_v is None:
+        reason = "first version becomes champion: it beats the popularity baseline"
+        return _decide(home, PromoteResult(True, reason, challenger_v, None, gate=gate))
+
     windows = Windows.from_dict(info["run_tags"])
+    champion = tracking.version_info(home, champion_v)
+    seen_until = learned_until(champion)
+    if seen_until > windows.valid_end:
+        reason = (
+            f"champion v{champion_v} learned from slates up to {seen_until.isoformat()}, "
+            f"inside the challenger's test window (from {windows.valid_end.isoformat()}): "
+            "no honest comparison; retrain the challenger on data that reaches past it"
+        )
+        return _decide(home, PromoteResult(False, reason, challenger_v, champion_v, gate=gate))
     source = Path(data_dir or info["run_tags"].get(TAG_DATA_DIR, ""))
     if not str(source) or not source.exists():
         raise FileNotFoundError(f"data for the test window not found ({source}); pass --data DIR")
 
-    step(f"scoring v{challenger_v} and v{champion_v} on the test window")
+    step(f"scoring the selection-stage models of v{challenger_v} and v{champion_v}")
+    scores, n_slates = _score_on_window(
+        home,
+        {challenger_v: info, champion_v: champion},
+        source,
+        windows,
+        config,
+        erasures_dir,
+        run_time,
+    )
+    challenger_score, champion_score = scores[challenger_v], scores[champion_v]
+    passed = challenger_score >= champion_score - config.promote_tolerance
+    result = PromoteResult(
+        promoted=passed,
+        reason=(
+            f"beats popularity, and {PROMOTION_METRIC} within {config.promote_tolerance:g} of "
+            "the champion or better"
+            if passed
+            else f"challenger {PROMOTION_METRIC} trails the champion by more than {config.promote_tolerance:g}"
+        ),
+        challenger_version=challenger_v,
+        champion_version=champion_v,
+        challenger_score=challenger_score,
+        champion_score=champion_score,
+        tolerance=config.promote_tolerance,
+        n_slates=n_slates,
+        windows=windows.as_dict(),
+        gate=gate,
+    )
+    return _decide(home, result)
+
+
+def _score_on_window(
+    home: Path,
+    versions: Mapping[str, Mapping[str, Any]],
+    source: Path,
+    windows: Windows,
+    config: TrainConfig,
+    erasures_dir: Path | None,
+    run_time: datetime | None,
+) -> tuple[dict[str, float], int]:
+    """NDCG@10 of each version's judged model on the same test slates, built as of now."""
     scores: dict[str, float] = {}
     n_slates = 0
     tests: dict[float, Split] = {}  # one build per feature half-life the models were trained with
-    for version in (challenger_v, champion_v):
-        ranker = tracking.load_model_uri(home, f"models:/{tracking.MODEL_NAME}/{version}")
+    for version, info in versions.items():
+        booster = judged_booster(home, version, info)
         half_life = _run_half_life(home, version, config)
         if half_life not in tests:
             tests[half_life] = build_dataset(
@@ -407,28 +489,11 @@ def _promote(
                 splits=(TEST,),
             ).splits[TEST]
         test = tests[half_life]
-        X = _columns_for(test.X, ranker.feature_columns)
-        values = evaluate(test.y, ranker.booster.predict(X), test.group, seed=config.seed)
+        X = _columns_for(test.X, booster.feature_name())
+        values = evaluate(test.y, booster.predict(X), test.group, seed=config.seed)
         scores[version] = values[PROMOTION_METRIC]
         n_slates = int(values["n_slates"])
-    challenger_score, champion_score = scores[challenger_v], scores[champion_v]
-    passed = challenger_score >= champion_score - config.promote_tolerance
-    result = PromoteResult(
-        promoted=passed,
-        reason=(
-            f"challenger {PROMOTION_METRIC} within {config.promote_tolerance:g} of the champion or better"
-            if passed
-            else f"challenger {PROMOTION_METRIC} trails the champion by more than {config.promote_tolerance:g}"
-        ),
-        challenger_version=challenger_v,
-        champion_version=champion_v,
-        challenger_score=challenger_score,
-        champion_score=champion_score,
-        tolerance=config.promote_tolerance,
-        n_slates=n_slates,
-        windows=windows.as_dict(),
-    )
-    return _decide(home, result)
+    return scores, n_slates
 
 
 def _decide(home: Path, result: PromoteResult) -> PromoteResult:
@@ -444,6 +509,7 @@ def _decide(home: Path, result: PromoteResult) -> PromoteResult:
         "metric": PROMOTION_METRIC,
         "window": result.windows,
         "reason": result.reason,
+        "popularity_gate": None if result.gate is None else json.loads(result.gate.to_tag()),
     }
     tracking.tag_version(
         home,

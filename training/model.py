@@ -1,4 +1,5 @@
-"""LightGBM LambdaRank behind the scikit-learn estimator contract, over the native Booster.
+"""LightGBM ranking (LambdaRank, XE-NDCG or pointwise binary) behind the scikit-learn estimator
+contract, over the native Booster.
 
 Why not `lightgbm.LGBMRanker`: MLflow 3.17 refuses to log it, and the registry, serving and
 batch scoring all want the native Booster anyway. This class keeps the sklearn contract
@@ -23,10 +24,14 @@ VALIDATION = "validation"
 
 
 class LambdaRankModel(BaseEstimator):
-    """Learning to rank slates by NDCG; early stopping on validation NDCG@eval_at[0]."""
+    """Learning to rank slates; validation NDCG@eval_at[0] drives early stopping when given.
+
+    `objective` is one of training.config.OBJECTIVES; all three are scored by NDCG.
+    """
 
     def __init__(
         self,
+        objective: str = "lambdarank",
         n_estimators: int = 1000,
         learning_rate: float = 0.05,
         num_leaves: int = 15,
@@ -42,6 +47,7 @@ class LambdaRankModel(BaseEstimator):
         seed: int = 0,
         num_threads: int = 2,
     ) -> None:
+        self.objective = objective
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -65,7 +71,7 @@ class LambdaRankModel(BaseEstimator):
         """The native parameters, explicit (no LightGBM default is relied upon silently)."""
         eval_at = list(dict.fromkeys(int(k) for k in self.eval_at))  # stopping k stays first
         return {
-            "objective": "lambdarank",
+            "objective": self.objective,
             "metric": "ndcg",
             "eval_at": eval_at,
             "label_gain": [float(g) for g in self.label_gain],
@@ -78,6 +84,7 @@ class LambdaRankModel(BaseEstimator):
             "bagging_freq": self.bagging_freq,
             "lambda_l2": self.lambda_l2,
             "seed": self.seed,
+            "objective_seed": self.seed,
             "deterministic": True,
             "force_row_wise": True,
             "num_threads": self.num_threads,

@@ -157,8 +157,10 @@ def model_card(
         f"- MLflow run: `{run_id}` (experiment `{experiment}`)",
         f"- policy version: `{policy_version}`; feature rows (point in time): `{pairs_id}`",
         f"- code: `{git_sha or 'unknown'}`",
-        "- model: LightGBM LambdaRank, native Booster, "
-        f"{best_iteration} trees (early stopping on validation NDCG@{params.get('eval_at', '10').split(',')[0]})",
+        f"- model: LightGBM `{params.get('selected_objective', 'lambdarank')}`, native Booster, "
+        f"{best_iteration} trees; settings and rounds chosen on time-ordered validation folds, "
+        "then refit on every labelled exposure up to the run's end (test metrics below are "
+        "the same settings fit before the test window)",
         "",
         "## Intended use",
         "",

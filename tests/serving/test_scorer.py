@@ -94,6 +94,7 @@ def test_scores_are_the_boosters_on_the_shared_assembly(world: World, scorer: Sc
         ["u_ok"] * len(idx),
         np.full(len(idx), state.cutoff_ns),
         state.offers.take(idx),
+        at=NOW_TS.value,  # offer windows at the request's now
     )
     np.testing.assert_array_equal([o.score for o in result.offers], world.booster.predict(X))
     assert result.excluded_sensitive == 4 and result.excluded_inactive > 0

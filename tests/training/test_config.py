@@ -42,3 +42,18 @@ def test_params_are_flat_strings() -> None:
     assert params["eval_at"] == "10,5" and params["train_days"] == ""
     assert params["truncation_level"] == "13"
     assert all(isinstance(v, str) for v in params.values())
+
+
+def test_the_selection_grid_accepts_one_value_or_a_list_and_refuses_unknown_objectives() -> None:
+    one = TrainConfig(num_leaves=7, objectives="binary")
+    assert one.num_leaves == (7,) and one.objectives == ("binary",)
+    listed = TrainConfig.from_dict({"num_leaves": [7, 15], "min_child_samples": [20, 50]})
+    assert listed.num_leaves == (7, 15) and listed.min_child_samples == (20, 50)
+    assert TrainConfig().objectives == ("lambdarank", "rank_xendcg", "binary")
+    assert listed.as_params()["num_leaves"] == "7,15"
+    with pytest.raises(ValueError, match=r"objectives \['gbdt'\] unknown"):
+        TrainConfig(objectives=("gbdt",))
+    with pytest.raises(ValueError, match="num_leaves must name at least one value"):
+        TrainConfig(num_leaves=())
+    with pytest.raises(ValueError, match="n_folds"):
+        TrainConfig(n_folds=0)

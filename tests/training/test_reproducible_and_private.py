@@ -29,7 +29,14 @@ from training.dataset import (
 from training.job import fit_ranker
 
 pytestmark = pytest.mark.slow
-CONFIG = TrainConfig(n_estimators=80, early_stopping_rounds=0)
+# Selection on folds and the refit both run; two objectives (one with its own random stream) and
+# one tree size keep it quick.
+CONFIG = TrainConfig(
+    n_estimators=80,
+    early_stopping_rounds=0,
+    objectives=("lambdarank", "rank_xendcg"),
+    num_leaves=15,
+)
 
 
 def _model(data_dir: Path, erasures: Path | None, config: TrainConfig = CONFIG) -> str:

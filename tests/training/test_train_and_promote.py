@@ -1,7 +1,8 @@
 """`offers train / promote / predict` end to end on 1k synthetic users and a temporary registry.
 
 One module-scoped world: v1 trained with the defaults (CLI function), promoted as the first
-champion; v2 trained deliberately weak (one stump) and left as the challenger.
+champion (through the popularity gate); v2 trained deliberately weak (one stump), which the
+gate refuses, and left as the challenger.
 """
 
 from __future__ import annotations
@@ -103,9 +104,20 @@ def test_the_run_logs_params_metrics_lineage_and_artifacts(world: World) -> None
         world.first.metrics.loc["model", "ndcg_at_10"]
     )
     assert not any("@" in key for key in metrics)
-    history = client.get_metric_history(run.info.run_id, "iter_validation_ndcg_at_10")
+    history = client.get_metric_history(run.info.run_id, "iter_selection_ndcg_at_10")
     assert [m.step for m in history] == list(range(1, len(history) + 1))
-    assert len(history) > world.first.best_iteration  # early stopping looked further
+    assert len(history) > world.first.best_iteration  # the pooled curve looked further
+    # selection: the chosen settings; the gate's numbers; what the refit saw
+    selection = world.first.selection
+    assert params["selected_objective"] == selection.settings["objective"]
+    assert params["selected_objective"] in ("lambdarank", "rank_xendcg", "binary")
+    assert params["selected_rounds"] == str(world.first.best_iteration)
+    assert metrics["selection_folds"] == 3 and len(selection.folds) == 3
+    assert metrics["gate_popularity_low"] == pytest.approx(world.first.gate.low)
+    assert world.first.gate.low > 0
+    saw = world.first.refit_saw
+    assert tags["refit_slates"] == str(saw["slates"]) and metrics["refit_rows"] == saw["rows"]
+    assert saw["last_shown"] >= world.first.windows.as_dict()["valid_end"]  # it saw the test
 
     assert tags[tracking.TAG_POLICY_VERSION] == policy_version()
     assert tags[tracking.TAG_SNAPSHOT_ID].startswith("pit-")
@@ -126,6 +138,8 @@ def test_the_run_logs_params_metrics_lineage_and_artifacts(world: World) -> None
         "model_card.md",
         "feature_columns.json",
         "data/exclusions.json",
+        "selection/model.txt",
+        "selection/selection.json",
     } <= files
     assert (folder / "feature_importance_gain.png").read_bytes()[:4] == b"\x89PNG"
     card = (folder / "model_card.md").read_text()
@@ -169,34 +183,70 @@ def test_aliases_and_load_registered_model(world: World) -> None:
 
 def test_promotion_gate(world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     client = tracking.client(world.home)
-    assert (
-        client.get_model_version(tracking.MODEL_NAME, "1").tags[tracking.TAG_PROMOTION]
-        == "promoted"
-    )
-    # the weak challenger trails the champion: kept, exit code 1, decision tagged
-    with pytest.raises(typer.Exit) as kept:
-        cli.promote()
-    assert kept.value.exit_code == 1
-    out = capsys.readouterr().out
-    assert (
-        "challenger v2 vs champion v1" in out and "KEPT" in out and "champion   ndcg_at_10" in out
-    )
+    v1 = client.get_model_version(tracking.MODEL_NAME, "1")
+    assert v1.tags[tracking.TAG_PROMOTION] == "promoted"
+    first = json.loads(v1.tags[tracking.TAG_PROMOTION_DETAIL])
+    assert first["champion_before"] is None and first["popularity_gate"]["passed"]  # gated too
+    assert first["popularity_gate"]["low"] == pytest.approx(world.first.gate.low)
+    # the weak challenger (one stump) does not beat popularity: kept, whatever the tolerance
+    lenient = tmp_path / "lenient.toml"
+    lenient.write_text("promote_tolerance = 1.0\n")
+    assert not world.second.gate.passed and world.second.gate.low <= 0
+    for config in (None, lenient):
+        with pytest.raises(typer.Exit) as kept:
+            cli.promote(config=config)
+        assert kept.value.exit_code == 1
+        out = capsys.readouterr().out
+        assert "challenger v2 vs champion v1" in out
+        assert "KEPT: does not beat the popularity baseline on its" in out
+        assert f"lower bound {world.second.gate.low:+.4f} is not above 0" in out
+        assert "95% paired bootstrap interval" in out and "vs popularity" in out
     assert tracking.alias_version(world.home, tracking.CHAMPION) == "1"
     v2 = client.get_model_version(tracking.MODEL_NAME, "2")
     assert v2.tags[tracking.TAG_PROMOTION] == "kept"
+    assert json.loads(v2.tags["gate_popularity"])["passed"] is False
     detail = json.loads(v2.tags[tracking.TAG_PROMOTION_DETAIL])
-    assert detail["challenger_score"] < detail["champion_score"] - detail["tolerance"]
-    # with a generous tolerance the same challenger passes
+    assert detail["popularity_gate"]["diff"] == pytest.approx(world.second.gate.diff)
+    assert detail["challenger_score"] is None  # never compared with the champion
+
+
+def test_champion_comparison_uses_selection_stage_models(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A challenger that beats popularity meets the champion on a window neither learned from."""
+    other_seed = tmp_path / "seed1.json"
+    other_seed.write_text(json.dumps({"seed": 1}))
+    third = cli.train(data=world.data, config=other_seed)
+    assert third.gate.passed and third.version == "3"
+    strict = tmp_path / "strict.toml"
+    strict.write_text("promote_tolerance = -1.0\n")  # must beat the champion by 1.0: impossible
+    with pytest.raises(typer.Exit):
+        cli.promote(config=strict)
+    out = capsys.readouterr().out
+    assert "KEPT: challenger ndcg_at_10 trails the champion" in out
+    assert "champion   ndcg_at_10" in out and "selection-stage models" in out
+    detail = json.loads(
+        tracking.client(world.home)
+        .get_model_version(tracking.MODEL_NAME, "3")
+        .tags[tracking.TAG_PROMOTION_DETAIL]
+    )
+    # the challenger's score is its selection-stage model's, recorded at training on these slates
+    assert detail["challenger_score"] == pytest.approx(third.metrics.loc["model", "ndcg_at_10"])
     lenient = tmp_path / "lenient.toml"
     lenient.write_text("promote_tolerance = 1.0\n")
-    result = cli.promote(config=lenient)
-    assert result.promoted and tracking.alias_version(world.home, tracking.CHAMPION) == "2"
-    assert (
-        client.get_model_version(tracking.MODEL_NAME, "2").tags[tracking.TAG_PROMOTION]
-        == "promoted"
-    )
-    # promoting the champion again is a no-op that succeeds
-    assert cli.promote().promoted
+    assert cli.promote(config=lenient).promoted
+    assert tracking.alias_version(world.home, tracking.CHAMPION) == "3"
+    assert cli.promote().promoted  # promoting the champion again is a no-op that succeeds
+    # a challenger whose test window the champion's selection model learned from: no verdict
+    end = pd.Timestamp(third.windows.as_dict()["test_end"]) - pd.Timedelta(days=30)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps({"test_end": end.isoformat(), "n_estimators": 30}))
+    fourth = cli.train(data=world.data, config=earlier)
+    assert fourth.gate.passed
+    with pytest.raises(typer.Exit):
+        cli.promote(config=lenient)
+    assert "no honest comparison" in capsys.readouterr().out
+    assert tracking.alias_version(world.home, tracking.CHAMPION) == "3"
 
 
 def test_predict_scores_point_in_time_and_refuses_what_policy_refuses(
