@@ -11,7 +11,8 @@ import pytest
 from input_world import build, current, run_build, txns, typed, write_world
 
 from features.contract import AMOUNT, CONSENTS, MCC, TRANSACTIONS, TS, USER_ID, USERS
-from features.validate import REASON, ROW, check_tables
+from features.validate import check_tables
+from features.validate_output import REASON, ROW
 
 BAD_ROWS = [  # user, ts, amount, merchant, mcc: each breaks one rule
     ("a", "2024-06-03T10:00:00Z", "abc", "m1", "5411"),
