@@ -1,23 +1,21 @@
-"""The feature job: the only feature module that reads sources and writes snapshots.
+"""A feature snapshot: built in one pass, staged aside, published by swapping `CURRENT`.
 
 A snapshot is Parquet tables plus `manifest.json`, written aside and published by swapping the
-`CURRENT` pointer, so a killed job never leaves a half snapshot behind.
+`CURRENT` pointer, so a killed job never leaves a half snapshot behind. Build (pure Ibis
+expressions over the sources) -> stage (tables, content hash, manifest in a staging folder)
+-> publish (rename, pointer swap). The readers and the erasure of a user are here too.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import logging
 import os
 import shutil
 import uuid
-import weakref
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +24,14 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow.parquet as pq
 
 from features import definitions as fd
 from features import stale
-from features.contract import (
-    AMOUNT,
-    CONSENTS,
-    MCC,
-    MERCHANT_ID,
-    TRANSACTIONS,
-    TS,
-    TXN_ID,
-    USER_ID,
-    USERS,
-)
-from features.eligibility import consent_windows, user_gates
-from features.erasures import read_erasures
-from features.intake import scan_transactions
-from features.io import file_digest, table_path
+from features.backend import cache
+from features.contract import MCC, MERCHANT_ID, TRANSACTIONS, USER_ID
+from features.instants import instant_ns
+from features.sources import Sources
 from features.tables import (
     MCC_POP,
     MERCHANT_POP,
@@ -54,14 +40,11 @@ from features.tables import (
     USER_MERCHANT,
     FeatureTables,
 )
-from features.validate import ContractError, ValidationReport, check_tables
 from policy import policy_version
 
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
-log = logging.getLogger(__name__)
 FEATURE_SET = "merchant_affinity_v1"
-ENGINES = ("duckdb", "spark")
 
 TABLE_KEYS: dict[str, list[str]] = {
     USER_MERCHANT: [USER_ID, fd.CUTOFF, MERCHANT_ID],
@@ -72,208 +55,25 @@ TABLE_KEYS: dict[str, list[str]] = {
 }
 
 
-@dataclass
-class Sources:
-    """Inputs registered on one backend, with the gates evaluated when the job runs."""
-
-    con: Any
-    transactions: ir.Table
-    users: ir.Table
-    windows: ir.Table
-    gates: ir.Table
-    pending_digests: dict[str, str] | Future[dict[str, str]]
-    run_time: datetime
-    n_erased: int
-    input_check: dict[str, Any] = field(default_factory=dict)  # manifest field
-
-    @property
-    def digests(self) -> dict[str, str]:
-        """Source file digests; computed beside the job, so the first read may wait for them."""
-        if isinstance(self.pending_digests, Future):
-            self.pending_digests = self.pending_digests.result()
-        return self.pending_digests
+class NothingUsableError(ValueError):
+    """The inputs leave no transaction to build features from: nothing is published."""
 
 
-DUCKDB_MEMORY_SHARE = 0.25  # of physical memory; past it DuckDB spills to a temp folder
-
-
-def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
-    """A fresh backend; DuckDB in memory by default, its session pinned to UTC.
-
-    DuckDB's own default takes 80% of memory; a quarter keeps a 50M-transaction snapshot
-    near 5 GiB peak (it spills cached intermediates instead of growing) at a few % of speed.
-    """
-    if engine == "duckdb":
-        con = _duckdb_backend_class()().connect(**({"threads": threads} if threads else {}))
-        con.raw_sql("SET TimeZone = 'UTC'")
-        limit_mb = int(psutil.virtual_memory().total * DUCKDB_MEMORY_SHARE / 2**20)
-        spill = stale.spill_dir("offers-duckdb-")  # named for this process: see features.stale
-        weakref.finalize(con, shutil.rmtree, spill, True)
-        con.raw_sql(f"SET memory_limit = '{limit_mb}MB'")
-        con.raw_sql(f"SET temp_directory = '{spill}'")
-        # Row order carries no meaning in any table here (readers index by key, the content
-        # hash is order-free), so DuckDB may write and cache in parallel without keeping it.
-        con.raw_sql("SET preserve_insertion_order = false")
-        return con
-    if engine == "spark":
-        from features.spark import spark_backend
-
-        return spark_backend()
-    raise ValueError(f"engine {engine!r} is not one of {ENGINES}")
-
-
-@functools.cache
-def _duckdb_backend_class() -> type:
-    """Ibis's DuckDB backend, reading an instant's epoch without first casting it to local time.
-
-    Ibis 12 emits `epoch(CAST(ts AS TIMESTAMP))`; on a TIMESTAMPTZ that cast goes through ICU
-    for every row (about 0.5 s per 10M rows, several times per feature pass). `epoch_us(ts) /
-    1e6` needs no time zone and is the very division the Spark compiler emits, so both
-    engines (and DuckDB before this change) agree to the bit.
-    """
-    import ibis.expr.datatypes as dt
-    from ibis.backends.duckdb import Backend
-    from ibis.backends.sql.compilers.duckdb import DuckDBCompiler
-
-    class EpochCompiler(DuckDBCompiler):
-        def visit_ExtractEpochSeconds(self, op: Any, *, arg: Any) -> Any:
-            return self.cast(self.f.epoch_us(arg), dt.float64) / 1_000_000.0
-
-    class EpochDuckDBBackend(Backend):
-        compiler = EpochCompiler()
-
-    return EpochDuckDBBackend
-
-
-def open_sources(
-    data_dir: str | Path,
-    erasures_dir: str | Path | None = None,
-    run_time: datetime | None = None,
-    engine: str = "duckdb",
-    con: Any = None,
-    quarantine_dir: str | Path | None = None,
-) -> Sources:
-    """Register transactions (scanned by the engine) and the small gate tables (from pandas).
-
-    Every table passes the data contract first, so nothing foreign reaches a feature: users
-    and consents in pandas (features/validate.py), transactions on the engine
-    (features/intake.py: scanned, never loaded, so 50M rows fit in memory). Strict by default:
-    any bad row raises ContractError naming table, row, column and rule. With quarantine_dir,
-    bad rows go there with their reasons (as `offers validate --quarantine`) and the rest is
-    used; a file unusable as a whole raises in both modes.
-    """
-    data_dir = Path(data_dir)
-    qdir = None if quarantine_dir is None else Path(quarantine_dir)
-    con = con if con is not None else connect(engine)
-    # Hashing a large transactions file takes seconds; hashlib releases the GIL, so a thread
-    # digests the sources while the engine scans them.
-    hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="source-digests")
-    digests = hashing.submit(
-        lambda: {t: file_digest(table_path(data_dir, t)) for t in (TRANSACTIONS, USERS, CONSENTS)}
-    )
-    hashing.shutdown(wait=False)
-    scan = scan_transactions(con, data_dir, fresh_duckdb=connect)
-    small_report, small = check_tables(data_dir, qdir, (USERS, CONSENTS))
-    report = _combined(scan.report(qdir), small_report)
-    if report.failed:
-        raise ContractError(report)
-    if qdir is not None:
-        scan.quarantine(qdir)
-    sources = register_sources(
-        con,
-        scan.good,
-        small[USERS],
-        small[CONSENTS],
-        read_erasures(erasures_dir) if erasures_dir else {},
-        run_time or datetime.now(UTC),
-        digests,
-    )
-    sources.input_check = _input_check(report)
-    return sources
-
-
-def _combined(first: ValidationReport, second: ValidationReport) -> ValidationReport:
-    return ValidationReport(
-        first.data_dir,
-        first.quarantine_dir,
-        counts={**first.counts, **second.counts},
-        summaries=first.summaries + second.summaries,
-        notes=first.notes + second.notes,
-    )
-
-
-def _input_check(report: ValidationReport) -> dict[str, Any]:
-    """What the contract check read, kept and set aside: the manifest's `input_check`."""
-    check: dict[str, Any] = {
-        "mode": "strict" if report.strict else "quarantine",
-        "tables": {
-            t: {"read": c.read, "kept": c.kept, "rejected": c.rejected}
-            for t, c in report.counts.items()
-        },
-        "rejected_by_rule": {f"{s.table}/{s.rule}": s.count for s in report.summaries},
-    }
-    if not report.strict:
-        check["quarantine_dir"] = str(Path(report.quarantine_dir).resolve())
-    return check
-
-
-def register_sources(
-    con: Any,
-    transactions: ir.Table | pd.DataFrame,
-    users: pd.DataFrame,
-    consents: pd.DataFrame,
-    erased: Mapping[str, datetime],
-    run_time: datetime,
-    digests: dict[str, str] | Future[dict[str, str]] | None = None,
-) -> Sources:
-    """Sources from typed frames (transactions may already be a backend table)."""
-    if isinstance(transactions, pd.DataFrame):
-        columns = [TXN_ID, USER_ID, TS, AMOUNT, MERCHANT_ID, MCC]
-        transactions = con.create_table("transactions", transactions[columns], overwrite=True)
-    windows = consent_windows(consents)
-    gates = user_gates(users, windows, run_time, erased)
-    return Sources(
-        con=con,
-        transactions=transactions,
-        users=con.create_table("users_ids", users[[USER_ID]].astype(str), overwrite=True),
-        windows=con.create_table("consent_windows", windows, overwrite=True),
-        gates=con.create_table("user_gates", gates, overwrite=True),
-        pending_digests={} if digests is None else digests,
-        run_time=run_time,
-        n_erased=sum(1 for t in erased.values() if t <= run_time),
-    )
-
-
-def _as_of_table(con: Any, name: str, cutoffs: pd.Series) -> ir.Table:
-    """The distinct population as-of instants of some cutoffs, as a backend table."""
-    ns = pd.to_datetime(cutoffs, utc=True).dt.tz_localize(None).astype("datetime64[ns]")
-    months = np.unique(fd.population_as_of_ns(ns.to_numpy().view("int64")))
-    frame = pd.DataFrame({fd.AS_OF: pd.to_datetime(months, utc=True).astype("datetime64[us, UTC]")})
-    return con.create_table(name, frame, overwrite=True)
-
-
-def _population_as_of(cutoff: datetime) -> pd.Timestamp:
-    return pd.Timestamp(
-        int(fd.population_as_of_ns(np.array([pd.Timestamp(cutoff).value]))[0]), tz="UTC"
-    )
-
-
-def _affinity(
+def affinity_tables(
     con: Any, base: ir.Table, cutoff: ir.TimestampValue | None = None
 ) -> dict[str, ir.Table]:
     """Affinity tables from cached window aggregates, skipping the merchant rollup if it is
     the identity (one MCC per merchant: a cheap check on a table already in memory)."""
     several = int(con.execute(fd.merchants_with_several_mccs(base)))
     return fd.affinity_features(
-        base, materialize=_cache, one_mcc_per_merchant=several == 0, cutoff=cutoff
+        base, materialize=cache, one_mcc_per_merchant=several == 0, cutoff=cutoff
     )
 
 
-def _cache(table: ir.Table) -> ir.Table:
-    return table.cache()
-
-
-def _named(affinity: dict[str, ir.Table], population: dict[str, ir.Table]) -> dict[str, ir.Table]:
+def named_tables(
+    affinity: dict[str, ir.Table], population: dict[str, ir.Table]
+) -> dict[str, ir.Table]:
+    """The five feature tables under their snapshot names (features/tables.py)."""
     return {
         USER_MERCHANT: affinity["user_merchant"],
         USER_MCC: affinity["user_mcc"],
@@ -283,61 +83,12 @@ def _named(affinity: dict[str, ir.Table], population: dict[str, ir.Table]) -> di
     }
 
 
-def point_in_time(
-    sources: Sources, pairs: pd.DataFrame, half_life_days: float = fd.DEFAULT_HALF_LIFE_DAYS
-) -> FeatureTables:
-    """Features for many (user_id, cutoff) pairs at once: one range join, not a loop.
-
-    Population features come as of the first instant of each cutoff's month.
-    """
-    frame = (
-        pairs[[USER_ID, fd.CUTOFF]]
-        .drop_duplicates()
-        .astype({USER_ID: str, fd.CUTOFF: "datetime64[us, UTC]"})
-    )
-    pair_table = sources.con.create_table("pit_pairs", frame, overwrite=True)
-    as_of = _as_of_table(sources.con, "pit_as_of", frame[fd.CUTOFF])
-    allowed = fd.allowed_pairs(pair_table, sources.windows, sources.gates)
-    usable = fd.usable_transactions(sources.transactions, allowed)  # the range join, once
-    base = _cache(fd.window_aggregates(usable, half_life_days))
-    population = fd.population_features(
-        sources.transactions, sources.users, sources.windows, sources.gates, as_of, _cache
-    )
-    exprs = _named(_affinity(sources.con, base), population)
-    # Unordered: assembly indexes by key, and sorting millions of string keys costs seconds.
-    # Through Arrow: the same dtypes as a snapshot read back from Parquet, and several times
-    # faster than Ibis's own pandas conversion for millions of string keys.
-    return FeatureTables(**{n: sources.con.to_pyarrow(e).to_pandas() for n, e in exprs.items()})
+def population_as_of(cutoff: datetime) -> pd.Timestamp:
+    """The as-of instant of a cutoff's population features (the first of its month)."""
+    return pd.Timestamp(int(fd.population_as_of_ns(np.array([instant_ns(cutoff)]))[0]), tz="UTC")
 
 
-# ---------------------------------------------------------------- snapshots
-
-
-class NothingUsableError(ValueError):
-    """The inputs leave no transaction to build features from: nothing is published."""
-
-
-def build_snapshot(
-    data_dir: str | Path,
-    features_dir: str | Path,
-    as_of: datetime | None = None,
-    erasures_dir: str | Path | None = None,
-    half_life_days: float = fd.DEFAULT_HALF_LIFE_DAYS,
-    engine: str = "duckdb",
-    quarantine_dir: str | Path | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Build and publish a snapshot as of one cutoff (default: now) for every allowed user.
-
-    First sweeps what killed builds left (staging folders, spill folders of dead processes),
-    telling `on_note` (default: the log); then checks the inputs (`open_sources`).
-    """
-    note = on_note or log.warning
-    for path in stale.sweep_features_dir(features_dir) + stale.sweep_spill():
-        note(f"swept {path}, left by a build that was killed")
-    run_time = datetime.now(UTC)
-    sources = open_sources(data_dir, erasures_dir, run_time, engine, quarantine_dir=quarantine_dir)
-    return publish_snapshot(sources, features_dir, as_of or run_time, half_life_days, engine)
+# ---------------------------------------------------------------- build -> stage -> publish
 
 
 def publish_snapshot(
@@ -353,74 +104,112 @@ def publish_snapshot(
     The write steps are named functions (`_write_table`, `_write_manifest`, `_place_snapshot`,
     `_write_pointer`, `_swap_pointer`) so the fault tests can stop the job at each of them.
     """
+    built = _build(sources, cutoff, half_life_days)
     features_dir = Path(features_dir)
-    con = sources.con
-    population_as_of = _population_as_of(cutoff)
+    features_dir.mkdir(parents=True, exist_ok=True)
+    staging = features_dir / f"{stale.STAGING_PREFIX}{stale.owner_tag()}-{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        manifest = _stage(sources, built, staging, engine, on_table_written)
+        _place_snapshot(staging, features_dir / manifest["snapshot_id"])
+        _publish(features_dir, manifest["snapshot_id"])
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A snapshot's tables as expressions, with what the manifest says about their inputs."""
+
+    cutoff: datetime
+    population_as_of: pd.Timestamp
+    half_life_days: float
+    tables: dict[str, ir.Table]
+    exclusions: dict[str, int]
+    kept: int
+
+
+def _build(sources: Sources, cutoff: datetime, half_life_days: float) -> _Built:
+    """One pass over the transactions: counts, window sums and population buyers all read it.
+
+    Raises NothingUsableError (nothing written) when no transaction is usable at the cutoff.
+    """
+    as_of = population_as_of(cutoff)
     cutoff_lit = ibis.literal(pd.Timestamp(cutoff), type="timestamp('UTC')")
-    as_of_lit = ibis.literal(population_as_of, type="timestamp('UTC')")
-    status = _cache(
+    as_of_lit = ibis.literal(as_of, type="timestamp('UTC')")
+    status = cache(
         fd.snapshot_status(sources.users, sources.windows, sources.gates, cutoff_lit, as_of_lit)
     )
-    # One pass over the transactions: counts, window sums and population buyers all read it.
-    aggregates = _cache(
+    aggregates = cache(
         fd.classified_aggregates(
             sources.transactions, status, cutoff_lit, as_of_lit, half_life_days
         )
     )
-    exclusions, kept = _exclusions(con, aggregates)
+    exclusions, kept = _exclusions(sources.con, aggregates)
     if kept == 0:
         raise NothingUsableError(
             f"{TRANSACTIONS}: 0 of {sum(exclusions.values())} usable at cutoff "
             f"{pd.Timestamp(cutoff).isoformat()} ({_nonzero(exclusions)}); "
             "no snapshot published, CURRENT unchanged"
         )
-    base = fd.kept_aggregates(aggregates)
-    exprs = _named(
-        _affinity(con, base, cutoff_lit), fd.snapshot_population(aggregates, status, as_of_lit)
-    )
-    features_dir.mkdir(parents=True, exist_ok=True)
-    staging = features_dir / f"{stale.STAGING_PREFIX}{stale.owner_tag()}-{uuid.uuid4().hex}"
-    staging.mkdir()
-    try:
-        row_counts = {}
-        for name, expr in exprs.items():
-            path = staging / f"{name}.parquet"
-            _write_table(con, expr, path)
-            row_counts[name] = _parquet_rows(path)
-            if on_table_written:
-                on_table_written(name)
-        content_hash = _content_hash(staging, row_counts)
-        snapshot_id = f"{cutoff.strftime('%Y%m%dT%H%M%SZ')}-{content_hash[:10]}"
-        manifest = {
-            "snapshot_id": snapshot_id,
-            "feature_set": FEATURE_SET,
-            "cutoff": pd.Timestamp(cutoff).isoformat(),
-            "population_as_of": population_as_of.isoformat(),
-            "built_at": sources.run_time.isoformat(),
-            "engine": engine,
-            "half_life_days": half_life_days,
-            "policy_version": policy_version(),
-            "source_digests": sources.digests,
-            "input_check": sources.input_check,
-            "users_erased": sources.n_erased,
-            "transactions_read": kept + sum(exclusions.values()),
-            "transactions_used": kept,
-            "exclusions_by_rule": exclusions,
-            "row_counts": row_counts,
-            "features": {
-                **fd.affinity_feature_docs(),
-                **fd.USER_FEATURES,
-                **fd.POPULATION_FEATURES,
-            },
-            "content_hash": content_hash,
-        }
-        _write_manifest(staging, manifest)
-        _place_snapshot(staging, features_dir / snapshot_id)
-        _publish(features_dir, snapshot_id)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    affinity = affinity_tables(sources.con, fd.kept_aggregates(aggregates), cutoff_lit)
+    tables = named_tables(affinity, fd.snapshot_population(aggregates, status, as_of_lit))
+    return _Built(cutoff, as_of, half_life_days, tables, exclusions, kept)
+
+
+def _stage(
+    sources: Sources,
+    built: _Built,
+    staging: Path,
+    engine: str,
+    on_table_written: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """Every table and then the manifest into the staging folder; the manifest back."""
+    row_counts = {}
+    for name, expr in built.tables.items():
+        path = staging / f"{name}.parquet"
+        _write_table(sources.con, expr, path)
+        row_counts[name] = _parquet_rows(path)
+        if on_table_written:
+            on_table_written(name)
+    manifest = _manifest(sources, built, engine, row_counts, _content_hash(staging, row_counts))
+    _write_manifest(staging, manifest)
     return manifest
+
+
+def _manifest(
+    sources: Sources,
+    built: _Built,
+    engine: str,
+    row_counts: dict[str, int],
+    content_hash: str,
+) -> dict[str, Any]:
+    """What a snapshot holds and how it was made; its id ends in the content hash."""
+    return {
+        "snapshot_id": f"{built.cutoff.strftime('%Y%m%dT%H%M%SZ')}-{content_hash[:10]}",
+        "feature_set": FEATURE_SET,
+        "cutoff": pd.Timestamp(built.cutoff).isoformat(),
+        "population_as_of": built.population_as_of.isoformat(),
+        "built_at": sources.run_time.isoformat(),
+        "engine": engine,
+        fd.HALF_LIFE_PARAM: built.half_life_days,
+        "policy_version": policy_version(),
+        "source_digests": sources.digests,
+        "input_check": sources.input_check,
+        "users_erased": sources.n_erased,
+        "transactions_read": built.kept + sum(built.exclusions.values()),
+        "transactions_used": built.kept,
+        "exclusions_by_rule": built.exclusions,
+        "row_counts": row_counts,
+        "features": {
+            **fd.affinity_feature_docs(),
+            **fd.USER_FEATURES,
+            **fd.POPULATION_FEATURES,
+        },
+        "content_hash": content_hash,
+    }
 
 
 def _exclusions(con: Any, aggregates: ir.Table) -> tuple[dict[str, int], int]:
@@ -507,6 +296,9 @@ def _write_pointer(tmp: Path, snapshot_id: str) -> None:
 
 def _swap_pointer(tmp: Path, pointer: Path) -> None:
     os.replace(tmp, pointer)
+
+
+# ---------------------------------------------------------------- readers and erasure
 
 
 def current_snapshot_id(features_dir: str | Path) -> str:

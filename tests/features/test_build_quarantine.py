@@ -58,7 +58,7 @@ def test_quarantine_sets_bad_rows_aside_and_builds_from_the_rest(tmp_path: Path,
     for table in (USERS, CONSENTS):  # every table read gets its file, 0 rows when clean
         assert len(pd.read_parquet(qdir / f"{table}.parquet")) == 0
 
-    from features.job import read_manifest
+    from features.snapshot import read_manifest
 
     manifest = read_manifest(home / "features")
     assert manifest["content_hash"] == clean["content_hash"]  # a quarantined row changes nothing
