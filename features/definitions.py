@@ -121,47 +121,41 @@ def _days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.Fl
 def allowed_pairs(pairs: ir.Table, windows: ir.Table, gates: ir.Table) -> ir.Table:
     """Pairs whose user may feed features at the cutoff, with the oldest usable timestamp.
 
-    Allowed: an offer_ranking consent active at the cutoff, no objection by then, adult at the
-    cutoff, birth date known, and not withdrawn or erased when the job runs.
+    Allowed: no user-level exclusion rule (`_user_rule`) at the cutoff. WINDOW_START is where
+    the pair's usable transactions start: the later of the consent's lookback and the window.
     """
-    active = pairs.join(
-        windows,
-        [
-            pairs[USER_ID] == windows[USER_ID],
-            windows[GRANTED_AT] <= pairs[CUTOFF],
-            pairs[CUTOFF] < windows[ACTIVE_UNTIL],
-        ],
-    ).select(pairs[USER_ID], pairs[CUTOFF], windows[USABLE_FROM])
-    consented = active.group_by([USER_ID, CUTOFF]).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
-    joined = consented.join(gates, consented[USER_ID] == gates[USER_ID]).select(
-        consented[USER_ID],
-        consented[CUTOFF],
-        consented[USABLE_FROM],
-        gates[ADULT_FROM],
-        gates[OBJECTION_AT],
-        gates[WITHDRAWN],
-    )
-    ok = ~joined[WITHDRAWN] & ~_policy_denied(joined[CUTOFF], joined)
-    window_floor = joined[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS)
-    return joined.filter(ok).select(
+    s = _pair_status(pairs, windows, gates, [USER_ID, CUTOFF])
+    allowed = s.filter(s[USER_RULE] == 0)
+    window_floor = allowed[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS)
+    return allowed.select(
         USER_ID,
         CUTOFF,
+        USABLE_FROM,
+        USER_RULE,
         **{
-            WINDOW_START: ibis.greatest(joined[USABLE_FROM], window_floor),
+            WINDOW_START: ibis.greatest(allowed[USABLE_FROM], window_floor),
             WINDOW_FLOOR: window_floor,
         },
     )
 
 
 def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
-    """Transactions that may feed features at each allowed pair's cutoff, with their age."""
+    """Transactions that may feed features at each allowed pair's cutoff, with their age.
+
+    The range join reads only rows inside each pair's window (bounds the rules imply, so the
+    engine can use a range join); the rules themselves then decide, as in a snapshot.
+    """
     t, a = transactions, allowed
     # Bounds of all windows first: a cheap filter that spares the range join most rows.
     t = t.filter(t[TS] < a[CUTOFF].max(), t[TS] >= a[WINDOW_START].min())
     joined = t.join(
         a,
         [t[USER_ID] == a[USER_ID], t[TS] < a[CUTOFF], t[TS] >= a[WINDOW_START]],
-    ).filter(~t[MCC].isin(sorted(SENSITIVE_MCCS)))
+    )
+    rules = _exclusion_rules(
+        a[USER_RULE], t[TS], t[MCC], a[USABLE_FROM], a[CUTOFF], a[WINDOW_FLOOR]
+    )
+    joined = joined.filter(_rule_of(rules) == 0)
     return joined.select(
         t[USER_ID],
         a[CUTOFF],
@@ -176,6 +170,11 @@ def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
     )
 
 
+# The exclusion rules, spelled once: user-level rules per (user, cutoff) in `_user_rule`,
+# every rule per transaction in `_exclusion_rules`. A snapshot classifies each transaction
+# with them (and counts per rule); point in time keeps the transactions no rule excludes.
+
+
 def _policy_denied(cutoff: ir.TimestampValue, gated: ir.Table) -> ir.BooleanValue:
     """Marketing objection by the cutoff, minor at the cutoff, or unknown age."""
     return (
@@ -183,6 +182,64 @@ def _policy_denied(cutoff: ir.TimestampValue, gated: ir.Table) -> ir.BooleanValu
         | (gated[ADULT_FROM] > cutoff)
         | (gated[OBJECTION_AT].notnull() & (gated[OBJECTION_AT] <= cutoff)).fill_null(False)
     )
+
+
+def _user_rule(s: ir.Table) -> ir.IntegerValue:
+    """The first user-level rule a pair fails at its cutoff (0: none): no active consent,
+    denied by policy, withdrawn or erased when the job runs."""
+    return ibis.cases(
+        (s[USABLE_FROM].isnull(), _rule_code(RULE_NO_CONSENT)),
+        (_policy_denied(s[CUTOFF], s), _rule_code(RULE_POLICY_DENIED)),
+        (s[WITHDRAWN].fill_null(False), _rule_code(RULE_WITHDRAWN)),
+        else_=0,
+    ).cast("int8")
+
+
+def _exclusion_rules(
+    user_rule: ir.IntegerValue,
+    ts: ir.TimestampValue,
+    mcc: ir.StringValue,
+    usable_from: ir.TimestampValue,
+    cutoff: ir.TimestampValue,
+    window_floor: ir.TimestampValue,
+) -> dict[str, ir.BooleanValue]:
+    """Every rule a transaction is checked against, in EXCLUSION_RULES order (first wins)."""
+    return {
+        RULE_AFTER_CUTOFF: user_rule.isnull() | (ts >= cutoff),  # an unknown user too
+        RULE_NO_CONSENT: user_rule == _rule_code(RULE_NO_CONSENT),
+        RULE_POLICY_DENIED: user_rule == _rule_code(RULE_POLICY_DENIED),
+        RULE_BEFORE_LOOKBACK: ts < usable_from,
+        RULE_OUTSIDE_WINDOW: ts < window_floor,
+        RULE_SENSITIVE: mcc.isin(sorted(SENSITIVE_MCCS)),
+        RULE_WITHDRAWN: user_rule == _rule_code(RULE_WITHDRAWN),
+    }
+
+
+def _rule_of(rules: dict[str, ir.BooleanValue]) -> ir.IntegerValue:
+    """The rule code of the first rule that holds (index into EXCLUSION_RULES plus one), 0 none."""
+    return ibis.cases(*((rules[r], _rule_code(r)) for r in EXCLUSION_RULES), else_=0).cast("int8")
+
+
+def _rule_code(rule: str) -> int:
+    return EXCLUSION_RULES.index(rule) + 1
+
+
+def _pair_status(pairs: ir.Table, windows: ir.Table, gates: ir.Table, keys: list[str]) -> ir.Table:
+    """Per pair: USABLE_FROM (the oldest usable instant of the consents active at the cutoff,
+    null: none), the user's gates and USER_RULE. `keys` identify a pair (the user alone when
+    the cutoff is one constant)."""
+    active = pairs.join(
+        windows,
+        [
+            pairs[USER_ID] == windows[USER_ID],
+            windows[GRANTED_AT] <= pairs[CUTOFF],
+            pairs[CUTOFF] < windows[ACTIVE_UNTIL],
+        ],
+    ).select(*(pairs[k] for k in keys), windows[USABLE_FROM])
+    consented = active.group_by(keys).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
+    s = pairs.left_join(consented, keys).select(pairs[USER_ID], pairs[CUTOFF], USABLE_FROM)
+    s = s.left_join(gates, USER_ID).select(s, gates[ADULT_FROM], gates[OBJECTION_AT], WITHDRAWN)
+    return s.mutate(**{USER_RULE: _user_rule(s)})
 
 
 def snapshot_status(
@@ -194,43 +251,18 @@ def snapshot_status(
 ) -> ir.Table:
     """Per user of a snapshot: what its transactions are checked against, in one small table.
 
-    USER_RULE is the first user-level rule the user fails at the cutoff (no consent, denied by
-    policy, withdrawn; 0 for none); USABLE_FROM the consent's oldest usable instant; POP_FROM
-    the start of the user's 90-day population window at `as_of` (null: not allowed then).
+    USER_RULE is the first user-level rule the user fails at the cutoff (`_user_rule`; 0 for
+    none); USABLE_FROM the consent's oldest usable instant; POP_FROM the start of the user's
+    90-day population window at `as_of` (null: not allowed then).
     """
-    pairs = users.select(USER_ID, **{CUTOFF: cutoff})
-    active = pairs.join(
-        windows,
-        [
-            pairs[USER_ID] == windows[USER_ID],
-            windows[GRANTED_AT] <= pairs[CUTOFF],
-            pairs[CUTOFF] < windows[ACTIVE_UNTIL],
-        ],
-    ).select(pairs[USER_ID], windows[USABLE_FROM])
-    consented = active.group_by(USER_ID).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
+    s = _pair_status(users.select(USER_ID, **{CUTOFF: cutoff}), windows, gates, [USER_ID])
     population = allowed_pairs(users.select(USER_ID, **{CUTOFF: as_of}), windows, gates)
-    population = population.select(
-        USER_ID,
-        **{
-            POP_FROM: ibis.greatest(
-                population[WINDOW_START], as_of - ibis.interval(days=POPULATION_WINDOW_DAYS)
-            )
-        },
+    pop_from = ibis.greatest(
+        population[WINDOW_START], as_of - ibis.interval(days=POPULATION_WINDOW_DAYS)
     )
-    s = pairs.left_join(consented, USER_ID).select(pairs[USER_ID], pairs[CUTOFF], USABLE_FROM)
-    s = s.left_join(gates, USER_ID).select(s, gates[ADULT_FROM], gates[OBJECTION_AT], WITHDRAWN)
+    population = population.select(USER_ID, **{POP_FROM: pop_from})
     s = s.left_join(population, USER_ID).select(s, population[POP_FROM])
-    user_rule = ibis.cases(
-        (s[USABLE_FROM].isnull(), _rule_code(RULE_NO_CONSENT)),
-        (_policy_denied(s[CUTOFF], s), _rule_code(RULE_POLICY_DENIED)),
-        (s[WITHDRAWN].fill_null(False), _rule_code(RULE_WITHDRAWN)),
-        else_=0,
-    ).cast("int8")
-    return s.select(USER_ID, USABLE_FROM, POP_FROM, **{USER_RULE: user_rule})
-
-
-def _rule_code(rule: str) -> int:
-    return EXCLUSION_RULES.index(rule) + 1
+    return s.select(USER_ID, USABLE_FROM, POP_FROM, USER_RULE)
 
 
 def classified_aggregates(
@@ -251,30 +283,19 @@ def classified_aggregates(
     t = transactions
     j = t.left_join(status, t[USER_ID] == status[USER_ID])
     window_floor = cutoff - ibis.interval(days=MAX_WINDOW_DAYS)
-    sensitive = j[MCC].isin(sorted(SENSITIVE_MCCS))
-    user_rule = j[USER_RULE]
-    code = ibis.cases(
-        (user_rule.isnull() | (j[TS] >= cutoff), _rule_code(RULE_AFTER_CUTOFF)),  # unknown user
-        (user_rule == _rule_code(RULE_NO_CONSENT), _rule_code(RULE_NO_CONSENT)),
-        (user_rule == _rule_code(RULE_POLICY_DENIED), _rule_code(RULE_POLICY_DENIED)),
-        (j[TS] < j[USABLE_FROM], _rule_code(RULE_BEFORE_LOOKBACK)),
-        (j[TS] < window_floor, _rule_code(RULE_OUTSIDE_WINDOW)),
-        (sensitive, _rule_code(RULE_SENSITIVE)),
-        (user_rule == _rule_code(RULE_WITHDRAWN), _rule_code(RULE_WITHDRAWN)),
-        else_=0,
-    ).cast("int8")
+    rules = _exclusion_rules(j[USER_RULE], j[TS], j[MCC], j[USABLE_FROM], cutoff, window_floor)
     in_population_window = (
         j[POP_FROM].notnull() & (j[TS] >= j[POP_FROM]) & (j[TS] < as_of) & (j[AMOUNT] > 0)
     ).fill_null(False)
     # The MCC list is checked only for the few rows in the window (a CASE evaluates lazily).
-    pop = ibis.ifelse(in_population_window, ~sensitive, False)
+    pop = ibis.ifelse(in_population_window, ~rules[RULE_SENSITIVE], False)
     rows = j.select(
         t[USER_ID],
         t[MERCHANT_ID],
         t[MCC],
         t[AMOUNT],
         **{
-            RULE: code,
+            RULE: _rule_of(rules),
             POPULATION: pop,
             AGE_DAYS: _days_between(cutoff, j[TS]),
             **_day_bit(_day_number(j[TS], window_floor)),
