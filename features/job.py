@@ -22,6 +22,7 @@ from features import stale
 from features.backend import cache
 from features.contract import USER_ID
 from features.instants import epoch_ns
+from features.population import population_features
 from features.snapshot import affinity_tables, named_tables, publish_snapshot
 from features.sources import Sources, open_sources
 from features.tables import FeatureTables
@@ -69,7 +70,7 @@ def point_in_time(
     allowed = fd.allowed_pairs(pair_table, sources.windows, sources.gates)
     usable = fd.usable_transactions(sources.transactions, allowed)  # the range join, once
     base = cache(fd.window_aggregates(usable, half_life_days))
-    population = fd.population_features(
+    population = population_features(
         sources.transactions, sources.users, sources.windows, sources.gates, as_of, cache
     )
     exprs = named_tables(affinity_tables(sources.con, base), population)

@@ -28,9 +28,11 @@ import pyarrow.parquet as pq
 
 from features import definitions as fd
 from features import stale
+from features.affinity import affinity_features, merchants_with_several_mccs
 from features.backend import cache
 from features.contract import MCC, MERCHANT_ID, TRANSACTIONS, USER_ID
 from features.instants import instant_ns
+from features.population import snapshot_population
 from features.sources import Sources
 from features.tables import (
     MCC_POP,
@@ -64,8 +66,8 @@ def affinity_tables(
 ) -> dict[str, ir.Table]:
     """Affinity tables from cached window aggregates, skipping the merchant rollup if it is
     the identity (one MCC per merchant: a cheap check on a table already in memory)."""
-    several = int(con.execute(fd.merchants_with_several_mccs(base)))
-    return fd.affinity_features(
+    several = int(con.execute(merchants_with_several_mccs(base)))
+    return affinity_features(
         base, materialize=cache, one_mcc_per_merchant=several == 0, cutoff=cutoff
     )
 
@@ -155,7 +157,7 @@ def _build(sources: Sources, cutoff: datetime, half_life_days: float) -> _Built:
             "no snapshot published, CURRENT unchanged"
         )
     affinity = affinity_tables(sources.con, fd.kept_aggregates(aggregates), cutoff_lit)
-    tables = named_tables(affinity, fd.snapshot_population(aggregates, status, as_of_lit))
+    tables = named_tables(affinity, snapshot_population(aggregates, status, as_of_lit))
     return _Built(cutoff, as_of, half_life_days, tables, exclusions, kept)
 
 

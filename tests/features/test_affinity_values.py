@@ -150,6 +150,7 @@ def test_a_merchant_under_two_mccs_rolls_up_per_merchant_and_splits_per_mcc():
 def test_the_merchant_rollup_shortcut_changes_no_value():
     """One MCC per merchant skips the per-merchant rollup; forcing it gives the same tables."""
     from features import definitions as fd
+    from features.affinity import affinity_features, merchants_with_several_mccs
 
     txns = transactions(
         [
@@ -168,9 +169,9 @@ def test_the_merchant_rollup_shortcut_changes_no_value():
     )
     allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
     base = fd.window_aggregates(fd.usable_transactions(sources.transactions, allowed))
-    assert sources.con.execute(fd.merchants_with_several_mccs(base)) == 0
-    short = fd.affinity_features(base, one_mcc_per_merchant=True)
-    full = fd.affinity_features(base, one_mcc_per_merchant=False)
+    assert sources.con.execute(merchants_with_several_mccs(base)) == 0
+    short = affinity_features(base, one_mcc_per_merchant=True)
+    full = affinity_features(base, one_mcc_per_merchant=False)
     for name, keys in (
         ("user_merchant", ["user_id", "merchant_id"]),
         ("user_mcc", ["user_id", "mcc"]),
