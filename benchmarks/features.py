@@ -116,7 +116,8 @@ def step_snapshot(data: Path, work: Path) -> dict:
 
 
 def step_point_in_time(data: Path, work: Path) -> dict:
-    from features.job import open_sources, point_in_time
+    from features.job import point_in_time
+    from features.sources import open_sources
 
     rng = np.random.default_rng(1)
     users = pd.read_parquet(data / "consents.parquet", columns=["user_id"]).user_id.to_numpy()
@@ -249,9 +250,9 @@ def run_step(name: str, data: Path, work: Path) -> dict:
 def _child(name: str, data: Path, work: Path) -> None:
     import duckdb  # noqa: F401  (imports are paid once per process, not per job)
 
-    import features.job
+    import features.backend
 
-    features.job.connect().disconnect()  # imports Ibis's DuckDB backend
+    features.backend.connect().disconnect()  # imports Ibis's DuckDB backend
 
     started = time.perf_counter()
     result = STEPS[name](data, work)
@@ -263,7 +264,7 @@ def _child(name: str, data: Path, work: Path) -> None:
 def agree(work: Path) -> float:
     """Largest relative difference between pandas and the snapshot over every value the two
     compute (five tables); raises if their rows or exclusion counts differ."""
-    from features.job import load_snapshot
+    from features.snapshot import load_snapshot
 
     tables, manifest = load_snapshot(work / "features")
     theirs_excl = json.loads((work / "pandas_exclusions.json").read_text())

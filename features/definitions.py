@@ -9,13 +9,14 @@ Every feature is computed per (user_id, cutoff) "pair", so a snapshot (one cutof
 users) and point-in-time training rows (many cutoffs) are the same sums. A snapshot reads the
 transactions once (`classified_aggregates`: exclusion counts, window sums, day bitmaps for
 active days, population buyers, all in one GROUP BY); point in time is one range join
-(`usable_transactions`) into `window_aggregates`. Both feed `affinity_features`.
+(`usable_transactions`) into `window_aggregates`. Both feed `affinity_features`
+(features/affinity.py) and the population shares (features/population.py). The exclusion
+rules are spelled once here and used by both paths.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -121,47 +122,41 @@ def _days_between(later: ir.TimestampValue, earlier: ir.TimestampValue) -> ir.Fl
 def allowed_pairs(pairs: ir.Table, windows: ir.Table, gates: ir.Table) -> ir.Table:
     """Pairs whose user may feed features at the cutoff, with the oldest usable timestamp.
 
-    Allowed: an offer_ranking consent active at the cutoff, no objection by then, adult at the
-    cutoff, birth date known, and not withdrawn or erased when the job runs.
+    Allowed: no user-level exclusion rule (`_user_rule`) at the cutoff. WINDOW_START is where
+    the pair's usable transactions start: the later of the consent's lookback and the window.
     """
-    active = pairs.join(
-        windows,
-        [
-            pairs[USER_ID] == windows[USER_ID],
-            windows[GRANTED_AT] <= pairs[CUTOFF],
-            pairs[CUTOFF] < windows[ACTIVE_UNTIL],
-        ],
-    ).select(pairs[USER_ID], pairs[CUTOFF], windows[USABLE_FROM])
-    consented = active.group_by([USER_ID, CUTOFF]).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
-    joined = consented.join(gates, consented[USER_ID] == gates[USER_ID]).select(
-        consented[USER_ID],
-        consented[CUTOFF],
-        consented[USABLE_FROM],
-        gates[ADULT_FROM],
-        gates[OBJECTION_AT],
-        gates[WITHDRAWN],
-    )
-    ok = ~joined[WITHDRAWN] & ~_policy_denied(joined[CUTOFF], joined)
-    window_floor = joined[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS)
-    return joined.filter(ok).select(
+    s = _pair_status(pairs, windows, gates, [USER_ID, CUTOFF])
+    allowed = s.filter(s[USER_RULE] == 0)
+    window_floor = allowed[CUTOFF] - ibis.interval(days=MAX_WINDOW_DAYS)
+    return allowed.select(
         USER_ID,
         CUTOFF,
+        USABLE_FROM,
+        USER_RULE,
         **{
-            WINDOW_START: ibis.greatest(joined[USABLE_FROM], window_floor),
+            WINDOW_START: ibis.greatest(allowed[USABLE_FROM], window_floor),
             WINDOW_FLOOR: window_floor,
         },
     )
 
 
 def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
-    """Transactions that may feed features at each allowed pair's cutoff, with their age."""
+    """Transactions that may feed features at each allowed pair's cutoff, with their age.
+
+    The range join reads only rows inside each pair's window (bounds the rules imply, so the
+    engine can use a range join); the rules themselves then decide, as in a snapshot.
+    """
     t, a = transactions, allowed
     # Bounds of all windows first: a cheap filter that spares the range join most rows.
     t = t.filter(t[TS] < a[CUTOFF].max(), t[TS] >= a[WINDOW_START].min())
     joined = t.join(
         a,
         [t[USER_ID] == a[USER_ID], t[TS] < a[CUTOFF], t[TS] >= a[WINDOW_START]],
-    ).filter(~t[MCC].isin(sorted(SENSITIVE_MCCS)))
+    )
+    rules = _exclusion_rules(
+        a[USER_RULE], t[TS], t[MCC], a[USABLE_FROM], a[CUTOFF], a[WINDOW_FLOOR]
+    )
+    joined = joined.filter(_rule_of(rules) == 0)
     return joined.select(
         t[USER_ID],
         a[CUTOFF],
@@ -176,6 +171,11 @@ def usable_transactions(transactions: ir.Table, allowed: ir.Table) -> ir.Table:
     )
 
 
+# The exclusion rules, spelled once: user-level rules per (user, cutoff) in `_user_rule`,
+# every rule per transaction in `_exclusion_rules`. A snapshot classifies each transaction
+# with them (and counts per rule); point in time keeps the transactions no rule excludes.
+
+
 def _policy_denied(cutoff: ir.TimestampValue, gated: ir.Table) -> ir.BooleanValue:
     """Marketing objection by the cutoff, minor at the cutoff, or unknown age."""
     return (
@@ -183,6 +183,64 @@ def _policy_denied(cutoff: ir.TimestampValue, gated: ir.Table) -> ir.BooleanValu
         | (gated[ADULT_FROM] > cutoff)
         | (gated[OBJECTION_AT].notnull() & (gated[OBJECTION_AT] <= cutoff)).fill_null(False)
     )
+
+
+def _user_rule(s: ir.Table) -> ir.IntegerValue:
+    """The first user-level rule a pair fails at its cutoff (0: none): no active consent,
+    denied by policy, withdrawn or erased when the job runs."""
+    return ibis.cases(
+        (s[USABLE_FROM].isnull(), _rule_code(RULE_NO_CONSENT)),
+        (_policy_denied(s[CUTOFF], s), _rule_code(RULE_POLICY_DENIED)),
+        (s[WITHDRAWN].fill_null(False), _rule_code(RULE_WITHDRAWN)),
+        else_=0,
+    ).cast("int8")
+
+
+def _exclusion_rules(
+    user_rule: ir.IntegerValue,
+    ts: ir.TimestampValue,
+    mcc: ir.StringValue,
+    usable_from: ir.TimestampValue,
+    cutoff: ir.TimestampValue,
+    window_floor: ir.TimestampValue,
+) -> dict[str, ir.BooleanValue]:
+    """Every rule a transaction is checked against, in EXCLUSION_RULES order (first wins)."""
+    return {
+        RULE_AFTER_CUTOFF: user_rule.isnull() | (ts >= cutoff),  # an unknown user too
+        RULE_NO_CONSENT: user_rule == _rule_code(RULE_NO_CONSENT),
+        RULE_POLICY_DENIED: user_rule == _rule_code(RULE_POLICY_DENIED),
+        RULE_BEFORE_LOOKBACK: ts < usable_from,
+        RULE_OUTSIDE_WINDOW: ts < window_floor,
+        RULE_SENSITIVE: mcc.isin(sorted(SENSITIVE_MCCS)),
+        RULE_WITHDRAWN: user_rule == _rule_code(RULE_WITHDRAWN),
+    }
+
+
+def _rule_of(rules: dict[str, ir.BooleanValue]) -> ir.IntegerValue:
+    """The rule code of the first rule that holds (index into EXCLUSION_RULES plus one), 0 none."""
+    return ibis.cases(*((rules[r], _rule_code(r)) for r in EXCLUSION_RULES), else_=0).cast("int8")
+
+
+def _rule_code(rule: str) -> int:
+    return EXCLUSION_RULES.index(rule) + 1
+
+
+def _pair_status(pairs: ir.Table, windows: ir.Table, gates: ir.Table, keys: list[str]) -> ir.Table:
+    """Per pair: USABLE_FROM (the oldest usable instant of the consents active at the cutoff,
+    null: none), the user's gates and USER_RULE. `keys` identify a pair (the user alone when
+    the cutoff is one constant)."""
+    active = pairs.join(
+        windows,
+        [
+            pairs[USER_ID] == windows[USER_ID],
+            windows[GRANTED_AT] <= pairs[CUTOFF],
+            pairs[CUTOFF] < windows[ACTIVE_UNTIL],
+        ],
+    ).select(*(pairs[k] for k in keys), windows[USABLE_FROM])
+    consented = active.group_by(keys).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
+    s = pairs.left_join(consented, keys).select(pairs[USER_ID], pairs[CUTOFF], USABLE_FROM)
+    s = s.left_join(gates, USER_ID).select(s, gates[ADULT_FROM], gates[OBJECTION_AT], WITHDRAWN)
+    return s.mutate(**{USER_RULE: _user_rule(s)})
 
 
 def snapshot_status(
@@ -194,43 +252,18 @@ def snapshot_status(
 ) -> ir.Table:
     """Per user of a snapshot: what its transactions are checked against, in one small table.
 
-    USER_RULE is the first user-level rule the user fails at the cutoff (no consent, denied by
-    policy, withdrawn; 0 for none); USABLE_FROM the consent's oldest usable instant; POP_FROM
-    the start of the user's 90-day population window at `as_of` (null: not allowed then).
+    USER_RULE is the first user-level rule the user fails at the cutoff (`_user_rule`; 0 for
+    none); USABLE_FROM the consent's oldest usable instant; POP_FROM the start of the user's
+    90-day population window at `as_of` (null: not allowed then).
     """
-    pairs = users.select(USER_ID, **{CUTOFF: cutoff})
-    active = pairs.join(
-        windows,
-        [
-            pairs[USER_ID] == windows[USER_ID],
-            windows[GRANTED_AT] <= pairs[CUTOFF],
-            pairs[CUTOFF] < windows[ACTIVE_UNTIL],
-        ],
-    ).select(pairs[USER_ID], windows[USABLE_FROM])
-    consented = active.group_by(USER_ID).agg(**{USABLE_FROM: active[USABLE_FROM].min()})
+    s = _pair_status(users.select(USER_ID, **{CUTOFF: cutoff}), windows, gates, [USER_ID])
     population = allowed_pairs(users.select(USER_ID, **{CUTOFF: as_of}), windows, gates)
-    population = population.select(
-        USER_ID,
-        **{
-            POP_FROM: ibis.greatest(
-                population[WINDOW_START], as_of - ibis.interval(days=POPULATION_WINDOW_DAYS)
-            )
-        },
+    pop_from = ibis.greatest(
+        population[WINDOW_START], as_of - ibis.interval(days=POPULATION_WINDOW_DAYS)
     )
-    s = pairs.left_join(consented, USER_ID).select(pairs[USER_ID], pairs[CUTOFF], USABLE_FROM)
-    s = s.left_join(gates, USER_ID).select(s, gates[ADULT_FROM], gates[OBJECTION_AT], WITHDRAWN)
+    population = population.select(USER_ID, **{POP_FROM: pop_from})
     s = s.left_join(population, USER_ID).select(s, population[POP_FROM])
-    user_rule = ibis.cases(
-        (s[USABLE_FROM].isnull(), _rule_code(RULE_NO_CONSENT)),
-        (_policy_denied(s[CUTOFF], s), _rule_code(RULE_POLICY_DENIED)),
-        (s[WITHDRAWN].fill_null(False), _rule_code(RULE_WITHDRAWN)),
-        else_=0,
-    ).cast("int8")
-    return s.select(USER_ID, USABLE_FROM, POP_FROM, **{USER_RULE: user_rule})
-
-
-def _rule_code(rule: str) -> int:
-    return EXCLUSION_RULES.index(rule) + 1
+    return s.select(USER_ID, USABLE_FROM, POP_FROM, USER_RULE)
 
 
 def classified_aggregates(
@@ -251,30 +284,19 @@ def classified_aggregates(
     t = transactions
     j = t.left_join(status, t[USER_ID] == status[USER_ID])
     window_floor = cutoff - ibis.interval(days=MAX_WINDOW_DAYS)
-    sensitive = j[MCC].isin(sorted(SENSITIVE_MCCS))
-    user_rule = j[USER_RULE]
-    code = ibis.cases(
-        (user_rule.isnull() | (j[TS] >= cutoff), _rule_code(RULE_AFTER_CUTOFF)),  # unknown user
-        (user_rule == _rule_code(RULE_NO_CONSENT), _rule_code(RULE_NO_CONSENT)),
-        (user_rule == _rule_code(RULE_POLICY_DENIED), _rule_code(RULE_POLICY_DENIED)),
-        (j[TS] < j[USABLE_FROM], _rule_code(RULE_BEFORE_LOOKBACK)),
-        (j[TS] < window_floor, _rule_code(RULE_OUTSIDE_WINDOW)),
-        (sensitive, _rule_code(RULE_SENSITIVE)),
-        (user_rule == _rule_code(RULE_WITHDRAWN), _rule_code(RULE_WITHDRAWN)),
-        else_=0,
-    ).cast("int8")
+    rules = _exclusion_rules(j[USER_RULE], j[TS], j[MCC], j[USABLE_FROM], cutoff, window_floor)
     in_population_window = (
         j[POP_FROM].notnull() & (j[TS] >= j[POP_FROM]) & (j[TS] < as_of) & (j[AMOUNT] > 0)
     ).fill_null(False)
     # The MCC list is checked only for the few rows in the window (a CASE evaluates lazily).
-    pop = ibis.ifelse(in_population_window, ~sensitive, False)
+    pop = ibis.ifelse(in_population_window, ~rules[RULE_SENSITIVE], False)
     rows = j.select(
         t[USER_ID],
         t[MERCHANT_ID],
         t[MCC],
         t[AMOUNT],
         **{
-            RULE: code,
+            RULE: _rule_of(rules),
             POPULATION: pop,
             AGE_DAYS: _days_between(cutoff, j[TS]),
             **_day_bit(_day_number(j[TS], window_floor)),
@@ -302,17 +324,6 @@ def kept_aggregates(aggregates: ir.Table) -> ir.Table:
     cutoff column, which `affinity_features` adds to its outputs."""
     kept = aggregates.filter(aggregates[RULE] == 0)
     return kept.select(USER_ID, MERCHANT_ID, MCC, *METRICS)
-
-
-def snapshot_population(
-    aggregates: ir.Table, status: ir.Table, as_of: ir.TimestampValue
-) -> dict[str, ir.Table]:
-    """Population shares from the buyers `classified_aggregates` found in the same pass."""
-    buyers = aggregates.filter(aggregates[POP_BUYS] > 0)
-    buyers = buyers.select(USER_ID, MERCHANT_ID, MCC, **{CUTOFF: as_of})
-    allowed = status.filter(status[POP_FROM].notnull())
-    n_allowed = allowed.aggregate(**{N_USERS_ALLOWED: allowed.count()}).mutate(**{CUTOFF: as_of})
-    return population_shares(buyers, n_allowed)
 
 
 def window_aggregates(usable: ir.Table, half_life_days: float = DEFAULT_HALF_LIFE_DAYS) -> ir.Table:
@@ -343,12 +354,12 @@ def _day_bit(day: ir.IntegerValue) -> dict[str, ir.IntegerValue]:
 
 
 @ibis.udf.agg.builtin(name="bit_or")
-def _bit_or(x: dt.int64) -> dt.int64:  # type: ignore[empty-body]
+def bit_or(x: dt.int64) -> dt.int64:  # type: ignore[empty-body]
     """SQL bit_or: Ibis's own compiles on DuckDB but not on Spark; both know this name."""
 
 
 @ibis.udf.scalar.builtin(name="bit_count")
-def _bit_count(x: dt.int64) -> dt.int8:  # type: ignore[empty-body]
+def bit_count(x: dt.int64) -> dt.int8:  # type: ignore[empty-body]
     """SQL bit_count, the same name on DuckDB and Spark. DuckDB answers TINYINT: declared as
     such, so Ibis keeps the cast to int64 before any sum (declared int64, it dropped it)."""
 
@@ -369,174 +380,8 @@ def _window_metrics(rows: ir.Table, half_life_days: float) -> dict[str, ir.Value
     metrics["decayed_spend"] = (amount * decay).sum()
     # Active days without a second pass: each group keeps a bitmap of its days, users OR them.
     for k in range(DAY_WORDS):
-        metrics[f"{DAY_WORD}{k}"] = _bit_or(rows[DAY_BIT], where=rows[DAY_WORD_INDEX] == k)
+        metrics[f"{DAY_WORD}{k}"] = bit_or(rows[DAY_BIT], where=rows[DAY_WORD_INDEX] == k)
     return metrics
-
-
-def _rollup(base: ir.Table, keys: list[str], with_days: bool) -> ir.Table:
-    sums = [f"n_{d}d" for d in WINDOWS_DAYS] + [f"spend_{d}d" for d in WINDOWS_DAYS]
-    sums += ["decayed_spend"]
-    # Counts are summed as float64 and cast back at the end: DuckDB widens SUM(BIGINT) to
-    # HUGEINT, which Parquet stores as double, and Ibis drops an int64 -> int64 cast as a no-op.
-    metrics: dict[str, ir.Value] = {c: base[c].cast("float64").sum() for c in sums}
-    metrics["min_age_purchase"] = base["min_age_purchase"].min()
-    if with_days:  # only the user totals read the day bitmaps
-        metrics.update({w: _bit_or(base[w]) for w in DAY_WORD_COLUMNS})
-    return base.group_by(keys).agg(**metrics)
-
-
-def _finish_affinity(
-    rolled: ir.Table,
-    key: str,
-    prefix: str,
-    user_spend: ir.Table,
-    cutoff: ir.TimestampValue | None,
-) -> ir.Table:
-    pair = _pair_keys(cutoff)
-    r = rolled.join(user_spend, [rolled[k] == user_spend[k] for k in pair])
-    floor0 = {
-        f"spend_{d}d": ibis.greatest(r[f"spend_{d}d"].fill_null(0.0), 0.0) for d in WINDOWS_DAYS
-    }
-    spend_365 = floor0["spend_365d"]
-    user_total = r["u_spend_365d"]
-    recent = floor0["spend_30d"]
-    spend_base = r[f"spend_{TREND_BASE_DAYS}d"].fill_null(0.0) - r[
-        f"spend_{TREND_RECENT_DAYS}d"
-    ].fill_null(0.0)
-    base = ibis.greatest(spend_base, 0.0)
-    out = {
-        **{f"n_{d}d": r[f"n_{d}d"].cast("int64") for d in WINDOWS_DAYS},
-        **floor0,
-        "days_since_last": r["min_age_purchase"],
-        "decayed_spend": ibis.greatest(r["decayed_spend"].fill_null(0.0), 0.0),
-        "share_365d": ibis.ifelse(user_total > 0, spend_365 / user_total, 0.0),
-        "trend": ((recent + 1.0) / (base / 2.0 + 1.0)).ln(),
-    }
-    return r.select(
-        r[USER_ID],
-        **{CUTOFF: r[CUTOFF] if cutoff is None else cutoff},
-        **{key: r[key]},
-        **{f"{prefix}{name}": expr for name, expr in out.items()},
-    )
-
-
-def _pair_keys(cutoff: ir.TimestampValue | None) -> list[str]:
-    """A snapshot's one cutoff is a constant, not a key to group and join on."""
-    return [USER_ID, CUTOFF] if cutoff is None else [USER_ID]
-
-
-def merchants_with_several_mccs(base: ir.Table) -> ir.IntegerScalar:
-    """How many merchants appear under more than one MCC (0 in most card data)."""
-    per_merchant = base.group_by(MERCHANT_ID).agg(lo=base[MCC].min(), hi=base[MCC].max())
-    return per_merchant.filter(per_merchant.lo != per_merchant.hi).count()
-
-
-def affinity_features(
-    base: ir.Table,
-    materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
-    one_mcc_per_merchant: bool = False,
-    cutoff: ir.TimestampValue | None = None,
-) -> dict[str, ir.Table]:
-    """User x merchant, user x mcc and user features from window aggregates.
-
-    `base` holds a CUTOFF column (point in time), or none when `cutoff` gives the snapshot's.
-
-    `materialize` lets the job keep intermediate tables that several outputs read (the
-    per-merchant rollup and the user totals) instead of recomputing them per output. When
-    every merchant has one MCC (`merchants_with_several_mccs` is 0), the per-merchant rollup
-    of `base` is `base` itself and is not computed.
-    """
-    pair = _pair_keys(cutoff)
-    if one_mcc_per_merchant:
-        by_merchant = base.drop(MCC)
-    else:
-        by_merchant = materialize(_rollup(base, [*pair, MERCHANT_ID], with_days=True))
-    by_mcc = _rollup(base, [*pair, MCC], with_days=False)
-
-    s = ibis.greatest(by_merchant["spend_365d"].fill_null(0.0), 0.0)
-    buys = by_merchant["n_365d"]
-    active_days = sum(
-        (_bit_count(_bit_or(by_merchant[w]).fill_null(0)).cast("int64") for w in DAY_WORD_COLUMNS),
-        ibis.literal(0, type="int64"),
-    )
-    totals = materialize(
-        by_merchant.group_by(pair).agg(
-            u_active_days_365d=active_days,
-            u_spend_365d=s.sum(),
-            u_n_txn_365d=buys.sum().cast("int64"),
-            u_n_merchants_365d=by_merchant.count(where=buys > 0).cast("int64"),
-            s_log_s=(s * s.ln()).sum(where=s > 0),
-            n_spending=by_merchant.count(where=s > 0),
-        )
-    )
-    # Entropy of p = s / S without a second pass: -sum p ln p = ln S - sum(s ln s) / S
-    # (exactly 0 for one merchant, where the identity would leave a rounding residue).
-    total = totals.u_spend_365d
-    entropy = ibis.ifelse(
-        totals.n_spending > 1,
-        ibis.greatest(total.ln() - totals.s_log_s.fill_null(0.0) / total, 0.0),
-        0.0,
-    )
-    user = totals.select(
-        USER_ID,
-        **{CUTOFF: totals[CUTOFF] if cutoff is None else cutoff},
-        u_active_days_365d=totals.u_active_days_365d,
-        u_spend_365d=totals.u_spend_365d,
-        u_n_txn_365d=totals.u_n_txn_365d,
-        u_n_merchants_365d=totals.u_n_merchants_365d,
-        u_entropy_365d=entropy,
-    )
-    user_spend = totals.select(*pair, "u_spend_365d")
-    return {
-        "user_merchant": _finish_affinity(
-            by_merchant, MERCHANT_ID, USER_MERCHANT_PREFIX, user_spend, cutoff
-        ),
-        "user_mcc": _finish_affinity(by_mcc, MCC, USER_MCC_PREFIX, user_spend, cutoff),
-        "user": user,
-    }
-
-
-def population_features(
-    transactions: ir.Table,
-    users: ir.Table,
-    windows: ir.Table,
-    gates: ir.Table,
-    as_of: ir.Table,
-    materialize: Callable[[ir.Table], ir.Table] = lambda table: table,
-) -> dict[str, ir.Table]:
-    """Per merchant and per mcc: share of users allowed at `as_of` who bought there in 90 days.
-
-    `as_of` is a one-column table of instants (AS_OF). Only allowed users' usable transactions
-    count, in numerator and denominator alike.
-    """
-    pairs = users.select(USER_ID).cross_join(as_of).select(USER_ID, **{CUTOFF: as_of[AS_OF]})
-    allowed = allowed_pairs(pairs, windows, gates)
-    allowed = allowed.mutate(
-        **{
-            WINDOW_START: ibis.greatest(
-                allowed[WINDOW_START], allowed[CUTOFF] - ibis.interval(days=POPULATION_WINDOW_DAYS)
-            )
-        }
-    )
-    usable = usable_transactions(transactions, allowed).filter(ibis._[AMOUNT] > 0)
-    buyers = materialize(usable.select(CUTOFF, USER_ID, MERCHANT_ID, MCC).distinct())
-    n_allowed = allowed.group_by(CUTOFF).agg(**{N_USERS_ALLOWED: allowed.count()})
-    return population_shares(buyers, n_allowed)
-
-
-def population_shares(buyers: ir.Table, n_allowed: ir.Table) -> dict[str, ir.Table]:
-    """Buyers (CUTOFF = as-of, user, merchant, mcc) over users allowed at that instant."""
-
-    def share(key: str, name: str) -> ir.Table:
-        active = buyers.group_by([CUTOFF, key]).agg(n_active=buyers[USER_ID].nunique())
-        j = active.join(n_allowed, CUTOFF)
-        return j.select(
-            **{AS_OF: j[CUTOFF]},
-            **{key: j[key]},
-            **{name: j.n_active.cast("float64") / j[N_USERS_ALLOWED].cast("float64")},
-        )
-
-    return {"merchant": share(MERCHANT_ID, MERCHANT_POPULARITY), "mcc": share(MCC, MCC_POPULARITY)}
 
 
 def population_as_of_ns(cutoffs_ns: np.ndarray) -> np.ndarray:

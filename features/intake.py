@@ -45,18 +45,18 @@ import pyarrow.parquet as pq
 
 from features.contract import AMOUNT, MCC, MERCHANT_ID, TRANSACTIONS, TS, TXN_ID, USER_ID
 from features.io import MissingTableError, table_path
-from features.validate import (
+from features.validate_output import write_quarantine
+from features.validate_report import (
     EXAMPLES_PER_RULE,
     ContractError,
-    RowCheck,
     Rule,
     RuleSummary,
     TableCounts,
     ValidationReport,
     Violation,
     brief,
-    write_quarantine,
 )
+from features.validate_rows import RowCheck
 
 COLUMNS = (TXN_ID, USER_ID, TS, AMOUNT, MERCHANT_ID, MCC)  # what the feature job reads
 IDS = (TXN_ID, USER_ID, MERCHANT_ID)

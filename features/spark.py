@@ -7,7 +7,7 @@ install (DuckDB only) never needs it.
 
 One Spark context per process: `spark_session()` starts it once (master, driver memory, UTC)
 and hands back the running session afterwards, so a CLI that first calls
-`spark_session(master)` and then `features.job.connect("spark")` (or a test suite that builds
+`spark_session(master)` and then `features.backend.connect("spark")` (or a test suite that builds
 many snapshots) pays the JVM start-up once; each backend then works in a session of its own.
 """
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from features import definitions as fd
 from features.contract import ENDS_AT, MCC, MERCHANT_ID, OFFER_ID, REWARD, STARTS_AT, USER_ID
+from features.instants import epoch_ns as _ns
 from features.tables import FeatureTables
 
 NS_PER_DAY = 86_400 * 10**9
@@ -79,18 +80,6 @@ class OfferArrays:
 
     def __len__(self) -> int:
         return len(self.offer_id)
-
-
-def _ns(values: pd.Series | Sequence) -> np.ndarray:
-    """Instants as int64 nanoseconds since the epoch, UTC."""
-    stamps = pd.to_datetime(pd.Series(values), utc=True)
-    return (
-        stamps.dt.tz_convert("UTC")
-        .dt.tz_localize(None)
-        .astype("datetime64[ns]")
-        .to_numpy()
-        .view("int64")
-    )
 
 
 class _KeyedBlock:

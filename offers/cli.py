@@ -164,7 +164,8 @@ def features_build(
     on any bad row (or, with --quarantine, on a file unusable as a whole) and when no
     transaction is usable.
     """
-    from features.job import NothingUsableError, build_snapshot
+    from features.job import build_snapshot
+    from features.snapshot import NothingUsableError
     from features.validate import ContractError
 
     settings = load_settings()
@@ -224,7 +225,7 @@ def _print_build(manifest: dict) -> None:
 @features_app.command("list")
 def features_list() -> list[dict]:
     """Snapshots under OFFERS_HOME, the published one marked."""
-    from features.job import CURRENT, list_snapshots
+    from features.snapshot import CURRENT, list_snapshots
     from offers.tables import key_table
 
     settings = load_settings()
@@ -257,7 +258,7 @@ def features_show(
     snapshot_id: str = typer.Argument(None, help="Default: the published one."),
 ) -> dict:
     """The manifest of one snapshot: cutoff, digests, exclusions by rule, features."""
-    from features.job import list_snapshots, read_manifest
+    from features.snapshot import list_snapshots, read_manifest
 
     features_dir = load_settings().features_dir
     known = [m["snapshot_id"] for m in list_snapshots(features_dir)]
@@ -517,7 +518,7 @@ def check_data(home: Path, data: Path, allow_data_mismatch: bool) -> None:
     """
     import os
 
-    from features.job import read_manifest
+    from features.snapshot import read_manifest
     from serving.sources import DATA_MISMATCH_ENV, check_sources
 
     differ = check_sources(read_manifest(home / "features"), data, allow_data_mismatch)

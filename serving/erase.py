@@ -24,7 +24,7 @@ from typing import Any
 from pyarrow import ArrowInvalid
 
 from features.erasures import record_erasure
-from features.job import erase_user, list_snapshots
+from features.snapshot import erase_user, list_snapshots
 from policy import policy_version
 from serving.audit import EVENT, EVENT_ERASURE, AuditLog, AuditUnavailable, new_request_id
 from serving.outputs import OUTPUTS_DIR, leftovers, recorded_outputs
@@ -41,7 +41,7 @@ from serving.sweep import (
 # OFFERS_HOME entries that the sweep leaves alone, and why.
 AUDIT_DIR = "audit"  # keeps the tombstone: compliance record
 ERASURES_DIR = "erasures"  # the register itself: ids and times only
-FEATURES_DIR = "features"  # published snapshots go through features.job.erase_user first
+FEATURES_DIR = "features"  # published snapshots go through features.snapshot.erase_user first
 MLFLOW_ARTIFACTS = "mlartifacts"  # digests, metrics, synthetic examples: no customer rows
 MLFLOW_DB = "mlflow.db"  # the tracking store: params, metrics, tags; no customer rows
 SKIPPED_DIRS = (AUDIT_DIR, ERASURES_DIR, MLFLOW_ARTIFACTS, OUTPUTS_DIR)

@@ -31,8 +31,8 @@ import pandas as pd
 from features import definitions as fd
 from features.contract import CONSENTS, MCC, OFFERS, USER_ID, USERS
 from features.erasures import REGISTER, erased_since_always, read_erasures
-from features.job import load_snapshot
 from features.policy_frames import consents_by_user, user_facts
+from features.snapshot import load_snapshot
 from features.tables import FeatureTables
 from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from features import definitions as fd
+from features.backend import connect
 from features.contract import (
     CONSENTS,
     ENDS_AT,
@@ -46,8 +47,9 @@ from features.contract import (
 )
 from features.erasures import erased_since_always, is_erased, read_erasures
 from features.io import MissingTableError, file_digest, table_path
-from features.job import Sources, connect, open_sources, point_in_time
+from features.job import point_in_time
 from features.policy_frames import consents_by_user, user_facts
+from features.sources import Sources, open_sources
 from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import OFFER_RANKING, SENSITIVE_MCCS, Reason, decide

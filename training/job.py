@@ -31,8 +31,9 @@ import numpy as np
 import pandas as pd
 
 from features import tracking
+from features.backend import connect
 from features.contract import MCC, OFFER_ID, SHOWN_AT, USER_ID
-from features.job import connect, open_sources
+from features.sources import open_sources
 from features.vector import FEATURE_COLUMNS, OfferArrays
 from policy import policy_version
 from training import report

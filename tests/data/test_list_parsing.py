@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.validate import _parse_arrow_lists, _parse_string_list
+from features.validate_parse import _parse_arrow_lists, _parse_string_list
 
 ITEMS = st.one_of(
     st.sampled_from(["offer_ranking", " offer_ranking ", "analytics", "", " ", "a\x1fb"]),

@@ -49,13 +49,12 @@ from features.contract import (
     Kind,
 )
 from features.validate import (
-    REASON,
-    ROW,
     ContractError,
     Rule,
     load_tables,
     validate_dir,
 )
+from features.validate_output import REASON, ROW
 from offers.cli import app
 from offers.cli import validate as validate_cmd
 

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from frames import assert_same_rows, at, consents, features_at, transactions, users
 
-from features import job
+from features.backend import connect
+from features.job import point_in_time
+from features.sources import register_sources
 
 CUT = "2024-07-01"
 
@@ -108,8 +110,8 @@ def test_population_shares_count_allowed_users(tables):
 
 def test_half_life_is_a_parameter():
     txns = transactions([("u1", "2024-06-01", 8.0, "m1", "5411")])
-    sources = job.register_sources(
-        job.connect(threads=1),
+    sources = register_sources(
+        connect(threads=1),
         txns,
         users(["u1"]),
         consents([{"user_id": "u1", "granted_at": "2024-01-01"}]),
@@ -117,7 +119,7 @@ def test_half_life_is_a_parameter():
         at("2030-01-01"),
     )
     pairs = pd.DataFrame({"user_id": ["u1"], "cutoff": [at("2024-07-01")]})
-    decayed = job.point_in_time(sources, pairs, half_life_days=15.0).user_merchant.um_decayed_spend
+    decayed = point_in_time(sources, pairs, half_life_days=15.0).user_merchant.um_decayed_spend
     assert decayed.iloc[0] == pytest.approx(8 * 2 ** (-30 / 15))
 
 
@@ -148,6 +150,7 @@ def test_a_merchant_under_two_mccs_rolls_up_per_merchant_and_splits_per_mcc():
 def test_the_merchant_rollup_shortcut_changes_no_value():
     """One MCC per merchant skips the per-merchant rollup; forcing it gives the same tables."""
     from features import definitions as fd
+    from features.affinity import affinity_features, merchants_with_several_mccs
 
     txns = transactions(
         [
@@ -158,17 +161,17 @@ def test_the_merchant_rollup_shortcut_changes_no_value():
         ]
     )
     cons = consents([{"user_id": u, "granted_at": "2024-01-01"} for u in ("u1", "u2")])
-    sources = job.register_sources(
-        job.connect(threads=1), txns, users(["u1", "u2"]), cons, {}, at("2030-01-01")
+    sources = register_sources(
+        connect(threads=1), txns, users(["u1", "u2"]), cons, {}, at("2030-01-01")
     )
     pairs = sources.con.create_table(
         "p", pd.DataFrame({"user_id": ["u1", "u2"], "cutoff": [at(CUT)] * 2}), overwrite=True
     )
     allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
     base = fd.window_aggregates(fd.usable_transactions(sources.transactions, allowed))
-    assert sources.con.execute(fd.merchants_with_several_mccs(base)) == 0
-    short = fd.affinity_features(base, one_mcc_per_merchant=True)
-    full = fd.affinity_features(base, one_mcc_per_merchant=False)
+    assert sources.con.execute(merchants_with_several_mccs(base)) == 0
+    short = affinity_features(base, one_mcc_per_merchant=True)
+    full = affinity_features(base, one_mcc_per_merchant=False)
     for name, keys in (
         ("user_merchant", ["user_id", "merchant_id"]),
         ("user_mcc", ["user_id", "mcc"]),

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 from input_world import build, current, txns, write_world
 
-from features import job, stale
+from features import snapshot, stale
+from features.tables import FeatureTables
 
 STEPS = ["_write_table", "_write_manifest", "_place_snapshot", "_write_pointer", "_swap_pointer"]
 FAULTS = {
@@ -32,20 +33,20 @@ def _leftovers(features: Path) -> list[str]:
     return sorted(p.name for p in features.iterdir() if p.name.startswith("."))
 
 
-def _assert_intact(home: Path, snapshot_id: str, tables: job.FeatureTables) -> None:
+def _assert_intact(home: Path, snapshot_id: str, tables: FeatureTables) -> None:
     assert current(home) == snapshot_id
-    again, manifest = job.load_snapshot(home / "features")
+    again, manifest = snapshot.load_snapshot(home / "features")
     assert manifest["snapshot_id"] == snapshot_id
     for name, frame in tables.as_dict().items():
         pd.testing.assert_frame_equal(again.as_dict()[name], frame, obj=name)
 
 
 @pytest.fixture
-def published(tmp_path: Path) -> tuple[Path, Path, str, job.FeatureTables]:
+def published(tmp_path: Path) -> tuple[Path, Path, str, FeatureTables]:
     """(home, data, id, tables): one snapshot published and current."""
     home, data = tmp_path / "home", write_world(tmp_path / "data", txns())
     snapshot_id = build(data, home)["snapshot_id"]
-    return home, data, snapshot_id, job.load_snapshot(home / "features")[0]
+    return home, data, snapshot_id, snapshot.load_snapshot(home / "features")[0]
 
 
 # Every step on a full disk; the interrupts (one `except BaseException` path) at first and last.
@@ -59,7 +60,7 @@ def test_a_fault_at_each_write_step_leaves_current_intact(
     published, monkeypatch: pytest.MonkeyPatch, step: str, fault: str
 ) -> None:
     home, data, before, tables = published
-    real, calls = getattr(job, step), []
+    real, calls = getattr(snapshot, step), []
 
     def failing(*args, **kwargs):
         calls.append(step)
@@ -67,27 +68,27 @@ def test_a_fault_at_each_write_step_leaves_current_intact(
             raise FAULTS[fault]
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(job, step, failing)
+    monkeypatch.setattr(snapshot, step, failing)
     with pytest.raises(type(FAULTS[fault])):
         build(data, home, cutoff=LATER)
     _assert_intact(home, before, tables)
     assert _leftovers(home / "features") == []  # cleaned on the way out
 
-    monkeypatch.setattr(job, step, real)
+    monkeypatch.setattr(snapshot, step, real)
     after = build(data, home, cutoff=LATER)
     assert current(home) == after["snapshot_id"] != before
     assert _leftovers(home / "features") == []
-    job.load_snapshot(home / "features", before)  # the old snapshot is still readable
+    snapshot.load_snapshot(home / "features", before)  # the old snapshot is still readable
 
 
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-from features import job
+from features import snapshot
 from input_world import build
 
 step, nth, data, home, cutoff = sys.argv[1:]
-real, calls = getattr(job, step), []
+real, calls = getattr(snapshot, step), []
 
 def dying(*args, **kwargs):
     calls.append(step)
@@ -95,7 +96,7 @@ def dying(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*args, **kwargs)
 
-setattr(job, step, dying)
+setattr(snapshot, step, dying)
 build(Path(data), Path(home), cutoff=cutoff)
 """
 

@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 from input_world import ROWS, build, current, run_build, txns, typed, write_world
 
-from features import job
 from features.contract import AMOUNT, MCC, TS, USER_ID
+from features.snapshot import CURRENT, load_snapshot
 from features.validate import ContractError
 
 
@@ -49,7 +49,7 @@ def test_foreign_mcc_forms_build_the_same_snapshot(tmp_path: Path, clean: dict, 
     manifest = build(data, tmp_path / "home")
     assert manifest["content_hash"] == clean["content_hash"]
     assert manifest["exclusions_by_rule"]["sensitive_mcc"] == 1  # 5912 is read as 5912
-    tables, _ = job.load_snapshot(tmp_path / "home" / "features")
+    tables, _ = load_snapshot(tmp_path / "home" / "features")
     assert sorted(tables.user_mcc[MCC].unique()) == ["5411", "5812"]
     assert sorted(tables.mcc_pop[MCC].unique()) == ["5411", "5812"]
 
@@ -101,7 +101,7 @@ def _refused(home: Path, data: Path, before: str):
     assert "Traceback" not in result.output
     assert current(home) == before  # CURRENT unchanged
     snapshots = [p.name for p in (home / "features").iterdir() if not p.name.startswith(".")]
-    assert sorted(snapshots) == sorted([before, job.CURRENT])  # nothing else published
+    assert sorted(snapshots) == sorted([before, CURRENT])  # nothing else published
     return result
 
 

@@ -11,7 +11,8 @@ import pytest
 from input_world import build, current, run_build, txns, typed, write_world
 
 from features.contract import AMOUNT, CONSENTS, MCC, TRANSACTIONS, TS, USER_ID, USERS
-from features.validate import REASON, ROW, check_tables
+from features.validate import check_tables
+from features.validate_output import REASON, ROW
 
 BAD_ROWS = [  # user, ts, amount, merchant, mcc: each breaks one rule
     ("a", "2024-06-03T10:00:00Z", "abc", "m1", "5411"),
@@ -57,7 +58,7 @@ def test_quarantine_sets_bad_rows_aside_and_builds_from_the_rest(tmp_path: Path,
     for table in (USERS, CONSENTS):  # every table read gets its file, 0 rows when clean
         assert len(pd.read_parquet(qdir / f"{table}.parquet")) == 0
 
-    from features.job import read_manifest
+    from features.snapshot import read_manifest
 
     manifest = read_manifest(home / "features")
     assert manifest["content_hash"] == clean["content_hash"]  # a quarantined row changes nothing

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from input_world import ROWS, build, txns, write_world
 
-from features import job
+from features.backend import connect
 from features.contract import AMOUNT, MCC
 from features.intake import typed_and_flags
 from features.validate import ContractError, Rule
@@ -43,7 +43,7 @@ def _judge(values: pd.Series) -> list[str | None | Rule]:
     t = ibis.memtable(frame)
     typed, flags = typed_and_flags(t)
     mcc_flags = {f.rule: f.expr for f in flags if f.column == MCC}
-    got = job.connect(threads=1).execute(
+    got = connect(threads=1).execute(
         t.select(value=typed[MCC], **{str(r): e for r, e in mcc_flags.items()})
     )
     return [

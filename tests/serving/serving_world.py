@@ -18,7 +18,9 @@ import pandas as pd
 from frames import at, consents, transactions, users
 
 from features import contract as c
-from features import job
+from features.backend import connect
+from features.snapshot import load_snapshot, publish_snapshot
+from features.sources import register_sources
 from features.vector import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
@@ -199,9 +201,9 @@ def build_world(root: Path, seed: int = 0) -> World:
         c.EXPOSURES: _exposures(offers),
     }.items():
         frame.to_parquet(data / f"{name}.parquet", index=False)
-    sources = job.register_sources(
-        job.connect(threads=1), txns, user_frame, consent_frame, {}, at("2025-06-01T06:00")
+    sources = register_sources(
+        connect(threads=1), txns, user_frame, consent_frame, {}, at("2025-06-01T06:00")
     )
-    job.publish_snapshot(sources, home / "features", at(CUTOFF).to_pydatetime())
-    tables, _ = job.load_snapshot(home / "features")
+    publish_snapshot(sources, home / "features", at(CUTOFF).to_pydatetime())
+    tables, _ = load_snapshot(home / "features")
     return World(home, data, tiny_booster(tables, offers, seed), offers)

@@ -15,7 +15,8 @@ from serving_world import CUTOFF, NOW, World
 from typer.testing import CliRunner
 
 from features.io import file_digest
-from features.job import build_snapshot, read_manifest
+from features.job import build_snapshot
+from features.snapshot import read_manifest
 from serving.scorer import Scorer
 from serving.sources import DATA_MISMATCH_ENV, DataMismatchError, check_sources
 

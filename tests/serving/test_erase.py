@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_world import NOW, World
 
-from features import job
 from features.erasures import read_erasures
+from features.snapshot import load_snapshot
 from serving.app import create_app
 from serving.audit import AuditLog
 from serving.erase import erase
@@ -29,7 +29,7 @@ def _rank(client: TestClient, user: str) -> dict:
 
 
 def _user_rows(world: World, user: str) -> dict[str, int]:
-    tables, _ = job.load_snapshot(world.home / "features")
+    tables, _ = load_snapshot(world.home / "features")
     return {
         name: int((frame["user_id"] == user).sum())
         for name, frame in tables.as_dict().items()

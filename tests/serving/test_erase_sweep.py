@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from serving_world import NOW, World
 
-from features import job
 from features.erasures import read_erasures
+from features.snapshot import current_snapshot_id, load_snapshot
 from serving import sweep
 from serving.audit import AuditLog
 from serving.batch import score_batch
@@ -69,7 +69,7 @@ def _leftovers(root: Path) -> list[str]:
 
 def _crashed_build_and_writers(world: World) -> None:
     """What killed jobs leave: a staging folder (one whole table, one cut short), temp files."""
-    snapshot = world.home / "features" / job.current_snapshot_id(world.home / "features")
+    snapshot = world.home / "features" / current_snapshot_id(world.home / "features")
     staging = world.home / "features" / ".staging-0123456789abcdef"
     staging.mkdir()
     shutil.copy(snapshot / "user_merchant.parquet", staging / "user_merchant.parquet")
@@ -131,7 +131,7 @@ def half_then_die(real):
 if step == "register-fsync":  # the record written, killed before it was fsynced
     from features import appendlog
     appendlog.os.fsync = die
-elif step == "snapshot-rewrite":  # features.job.erase_user writes a snapshot table aside
+elif step == "snapshot-rewrite":  # features.snapshot.erase_user writes a snapshot table aside
     import pandas as pd
     pd.DataFrame.to_parquet = half_then_die(pd.DataFrame.to_parquet)
 elif step == "sweep-rewrite":  # a cached table written aside
@@ -172,13 +172,13 @@ def test_killed_at_each_write_step_leaves_the_user_denied_and_the_rerun_complete
     decision = scorer.decide_many([USER], "offer_ranking", datetime.fromisoformat(NOW))[0]
     assert decision.reason_code == "CONSENT_REVOKED"
     AuditLog(world.home / "audit").records()  # raises on an unreadable line
-    job.load_snapshot(world.home / "features")
+    load_snapshot(world.home / "features")
 
     receipt = erase(world.home, world.data, USER)  # the rerun
     assert receipt.complete, receipt.problems
     assert _holding(world.home) == {}
     assert [p for p in _leftovers(world.home) if sweep.ERASE_MARK in p] == []
-    tables, _ = job.load_snapshot(world.home / "features")
+    tables, _ = load_snapshot(world.home / "features")
     assert all(
         USER not in set(frame["user_id"].astype(str))
         for frame in tables.as_dict().values()
@@ -251,7 +251,7 @@ def test_batch_outputs_outside_home_are_recorded_and_erased(world: World, tmp_pa
 
 def test_a_damaged_published_table_is_named_and_the_rest_still_erased(world: World) -> None:
     _crashed_build_and_writers(world)
-    snapshot = world.home / "features" / job.current_snapshot_id(world.home / "features")
+    snapshot = world.home / "features" / current_snapshot_id(world.home / "features")
     (snapshot / "user_mcc.parquet").write_bytes(b"PAR1 not a parquet file")
 
     receipt = erase(world.home, world.data, USER)

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 from serving_world import CUTOFF, NOW, World
 
-from features import job
+from features.backend import connect
+from features.sources import open_sources
 from features.vector import FEATURE_COLUMNS, OFFER_DAYS_LEFT, OFFER_DAYS_SINCE_START
 from training.dataset import feature_matrix
 
@@ -24,7 +25,7 @@ RUN_TIME = datetime(2025, 6, 1, 6, tzinfo=UTC)  # when the world's snapshot job 
 
 
 def _training_rows(world: World, user: str, offers, instant: pd.Timestamp) -> np.ndarray:
-    sources = job.open_sources(world.data, None, RUN_TIME, con=job.connect("duckdb", threads=1))
+    sources = open_sources(world.data, None, RUN_TIME, con=connect("duckdb", threads=1))
     n = len(offers)
     return feature_matrix(sources, [user] * n, pd.Series([instant] * n), offers, 30.0)
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from serving_world import CUTOFF, NOW, World, tiny_booster
 
 from features import contract as c
-from features import job
+from features.snapshot import load_snapshot
 from features.vector import FEATURE_COLUMNS, OfferArrays, assemble
 from policy import SENSITIVE_MCCS
 from serving.explain import (
@@ -173,7 +173,7 @@ def test_missing_alias_fails_loudly(world: World) -> None:
 
 def test_reload_swaps_model_and_snapshot(world: World, scorer: Scorer) -> None:
     old = scorer.state
-    tables, _ = job.load_snapshot(world.home / "features")
+    tables, _ = load_snapshot(world.home / "features")
     world.booster = tiny_booster(tables, world.offers, seed=7)
     world.version = "2"
     scorer.reload()

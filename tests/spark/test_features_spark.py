@@ -10,7 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from spark_world import CUTOFF, SparkWorld
 
-from features import job
+from features.job import point_in_time
+from features.snapshot import TABLE_KEYS, load_snapshot, publish_snapshot
+from features.sources import open_sources
+from features.tables import FeatureTables
 
 pytestmark = [
     pytest.mark.spark,
@@ -23,9 +26,9 @@ RUN_TIME = pd.Timestamp("2025-12-01", tz="UTC").to_pydatetime()
 PER_BUILD = {"built_at", "engine", "content_hash", "snapshot_id"}
 
 
-def assert_tables_equal(got: job.FeatureTables, expected: job.FeatureTables) -> None:
+def assert_tables_equal(got: FeatureTables, expected: FeatureTables) -> None:
     """Row for row in key order: same columns, same dtypes, values to float tolerance."""
-    for name, keys in job.TABLE_KEYS.items():
+    for name, keys in TABLE_KEYS.items():
         g = got.as_dict()[name].sort_values(keys).reset_index(drop=True)
         e = expected.as_dict()[name].sort_values(keys).reset_index(drop=True)
         assert len(e) > 0, name
@@ -33,8 +36,8 @@ def assert_tables_equal(got: job.FeatureTables, expected: job.FeatureTables) -> 
 
 
 def test_a_snapshot_on_spark_equals_the_duckdb_snapshot(spark_world: SparkWorld) -> None:
-    spark_tables, spark_manifest = job.load_snapshot(spark_world.spark_features)
-    duck_tables, duck_manifest = job.load_snapshot(spark_world.duckdb_features)
+    spark_tables, spark_manifest = load_snapshot(spark_world.spark_features)
+    duck_tables, duck_manifest = load_snapshot(spark_world.duckdb_features)
     assert_tables_equal(spark_tables, duck_tables)
     assert spark_manifest["engine"] == "spark" and duck_manifest["engine"] == "duckdb"
     same = {k: v for k, v in duck_manifest.items() if k not in PER_BUILD}
@@ -42,7 +45,7 @@ def test_a_snapshot_on_spark_equals_the_duckdb_snapshot(spark_world: SparkWorld)
     assert sum(duck_manifest["exclusions_by_rule"].values()) > 0
     # one Parquet file per table, instants in UTC
     folder = spark_world.spark_features / spark_manifest["snapshot_id"]
-    for name, keys in job.TABLE_KEYS.items():
+    for name, keys in TABLE_KEYS.items():
         path = folder / f"{name}.parquet"
         assert path.is_file(), path
         frame = pq.read_table(path).to_pandas()
@@ -62,10 +65,8 @@ def test_point_in_time_on_spark_equals_duckdb(spark_world: SparkWorld) -> None:
     )
     got = {}
     for engine in ("duckdb", "spark"):
-        sources = job.open_sources(
-            spark_world.data, spark_world.home / "erasures", RUN_TIME, engine
-        )
-        got[engine] = job.point_in_time(sources, pairs)
+        sources = open_sources(spark_world.data, spark_world.home / "erasures", RUN_TIME, engine)
+        got[engine] = point_in_time(sources, pairs)
     assert_tables_equal(got["spark"], got["duckdb"])
     assert got["duckdb"].as_dict()["user"]["cutoff"].nunique() > 50
 
@@ -88,11 +89,11 @@ def test_sub_second_transactions_agree(spark_world: SparkWorld, tmp_path: Path, 
         txns.to_parquet(data / "transactions.parquet", index=False)
     built = {}
     for engine in ("duckdb", "spark"):
-        sources = job.open_sources(data, None, RUN_TIME, engine)
-        manifest = job.publish_snapshot(
+        sources = open_sources(data, None, RUN_TIME, engine)
+        manifest = publish_snapshot(
             sources, tmp_path / engine, CUTOFF.to_pydatetime(), engine=engine
         )
-        built[engine] = (job.load_snapshot(tmp_path / engine)[0], manifest)
+        built[engine] = (load_snapshot(tmp_path / engine)[0], manifest)
     assert_tables_equal(built["spark"][0], built["duckdb"][0])
     ages = {
         e: t.user_merchant.sort_values(["user_id", "merchant_id"]).reset_index(drop=True)

@@ -8,8 +8,11 @@ from collections.abc import Iterable, Mapping
 import pandas as pd
 
 from features import contract as c
-from features import job
+from features.backend import connect
 from features.definitions import CUTOFF
+from features.job import point_in_time
+from features.snapshot import TABLE_KEYS
+from features.sources import register_sources
 from features.tables import FeatureTables
 
 UTC = "UTC"
@@ -78,12 +81,12 @@ def features_at(
     run_time: str = "2030-01-01",
 ) -> FeatureTables:
     """Point-in-time features for (user_id, cutoff) pairs on a fresh DuckDB."""
-    sources = job.register_sources(
-        job.connect(threads=1), txns, user_frame, consent_frame, erased or {}, at(run_time)
+    sources = register_sources(
+        connect(threads=1), txns, user_frame, consent_frame, erased or {}, at(run_time)
     )
     pair_frame = pd.DataFrame(list(pairs), columns=[c.USER_ID, CUTOFF])
     pair_frame[CUTOFF] = pd.to_datetime(pair_frame[CUTOFF], utc=True)
-    return job.point_in_time(sources, pair_frame)
+    return point_in_time(sources, pair_frame)
 
 
 def assert_same_rows(
@@ -100,4 +103,4 @@ def assert_same_rows(
 
 def assert_same_tables(a: FeatureTables, b: FeatureTables, rtol: float = 1e-12) -> None:
     for name, frame in a.as_dict().items():
-        assert_same_rows(frame, b.as_dict()[name], job.TABLE_KEYS[name], rtol)
+        assert_same_rows(frame, b.as_dict()[name], TABLE_KEYS[name], rtol)

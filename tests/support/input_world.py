@@ -10,7 +10,8 @@ from frames import at, consents, users
 from typer.testing import CliRunner
 
 from features import contract as c
-from features import job
+from features.job import build_snapshot
+from features.snapshot import CURRENT
 
 CUTOFF = "2024-07-01T00:00:00+00:00"
 COLUMNS = [c.TXN_ID, c.USER_ID, c.TS, c.AMOUNT, c.MERCHANT_ID, c.MCC]
@@ -59,7 +60,7 @@ def write_world(folder: Path, transactions: pd.DataFrame, fmt: str = "csv") -> P
 
 def build(data: Path, home: Path, cutoff: str = CUTOFF, **kwargs) -> dict:
     """`build_snapshot` into home/features (erasures in home/erasures)."""
-    return job.build_snapshot(
+    return build_snapshot(
         data,
         home / "features",
         as_of=at(cutoff).to_pydatetime(),
@@ -77,5 +78,5 @@ def run_build(home: Path, data: Path, *args: str, cutoff: str = CUTOFF):
 
 
 def current(home: Path) -> str | None:
-    pointer = home / "features" / job.CURRENT
+    pointer = home / "features" / CURRENT
     return pointer.read_text().strip() if pointer.exists() else None
