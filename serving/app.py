@@ -27,14 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.audit import AuditUnavailable
 from serving.limits import Limits, RequestGuard, limits_from_env
-from serving.scorer import (
-    CHANNEL_API,
-    MAX_K,
-    ReloadWatcher,
-    RequestError,
-    Scorer,
-    decision_time,
-)
+from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer, decision_time
+from serving.watcher import ReloadWatcher
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +314,9 @@ def create_app(
     def rank(body: RankRequest) -> JSONResponse:
         """Rank offers for one consenting user; a policy deny is a 403 with its reason code."""
         result = scorer.rank(body.user_id, body.purpose, body.k, body.candidates, body.now)
-        return JSONResponse(result.to_dict(), status_code=200 if result.allowed else 403)
+        return JSONResponse(
+            result.response().model_dump(mode="json"), status_code=200 if result.allowed else 403
+        )
 
     @app.post("/v1/reload", tags=["ops"], dependencies=[Depends(administrator)])
     def reload() -> JSONResponse:

@@ -20,17 +20,13 @@ import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 
 from features.contract import OFFER_ID, USER_ID
+from features.tracking import CHAMPION
 from policy import OFFER_RANKING
 from serving.audit import AuditLog
 from serving.outputs import write_output
-from serving.scorer import (
-    CHAMPION,
-    ModelLoader,
-    RankResult,
-    Scorer,
-    ServingState,
-    decision_time,
-)
+from serving.results import RankResult
+from serving.scorer import Scorer, decision_time
+from serving.state import ModelLoader, ServingState
 
 DECISION = "decision"
 REASON_CODE = "reason_code"

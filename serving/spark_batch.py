@@ -43,6 +43,7 @@ import lightgbm as lgb
 import pandas as pd
 
 from features.contract import USER_ID
+from features.tracking import CHAMPION
 from features.vector import FEATURE_COLUMNS
 from policy import OFFER_RANKING
 from serving.audit import AuditLog
@@ -58,14 +59,8 @@ from serving.batch import (
     _rows,
 )
 from serving.outputs import write_output
-from serving.scorer import (
-    CHAMPION,
-    ModelLoader,
-    Scorer,
-    ServingState,
-    decision_time,
-    load_state,
-)
+from serving.scorer import Scorer, check_request, decision_time
+from serving.state import ModelLoader, ServingState, load_state
 
 POS = "_pos"  # the user's place in the batch: output order is the local path's
 AUDIT = "_audit"  # the user's audit record (JSON) on the first row of each user
@@ -220,7 +215,7 @@ def score_batch_spark(
         home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
     )
     state = parent.state
-    parent._check_request(state, k, now)  # once for the batch: tasks score in replay mode
+    check_request(state, k, now, allow_past_now)  # once for the batch: tasks score in replay mode
     load_seconds = time.perf_counter() - t0
     users = sorted(set(state.users) | set(state.consents)) if user_ids is None else list(user_ids)
     n_parts = max(1, min(n_jobs, len(users)))

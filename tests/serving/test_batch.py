@@ -49,7 +49,7 @@ def test_cli_prints_users_per_second(world: World, tmp_path, monkeypatch, capsys
     from offers.cli import score_batch_cmd
 
     monkeypatch.setenv("OFFERS_HOME", str(world.home))
-    monkeypatch.setattr("serving.scorer._default_loader", world.loader)
+    monkeypatch.setattr("serving.state.load_registered_model", world.loader)
     out = tmp_path / "top.parquet"
     report = score_batch_cmd(
         out=out, data=world.data, k=2, jobs=1, now=NOW, alias="champion", allow_past_now=True

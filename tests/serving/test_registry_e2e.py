@@ -27,7 +27,8 @@ from features.job import build_snapshot
 from features.validate import load_tables
 from serving.app import create_app
 from serving.audit import AuditLog
-from serving.scorer import ModelMismatchError, Scorer
+from serving.scorer import Scorer
+from serving.state import ModelMismatchError
 
 pytestmark = pytest.mark.slow
 
