@@ -31,8 +31,8 @@ def _expected(exc: BaseException) -> bool:
     if isinstance(exc, UserError | FileNotFoundError | LookupError):
         return True
     from features.validate import ContractError
+    from serving.scorer import ModelMismatchError
     from serving.sources import DataMismatchError
-    from serving.state import ModelMismatchError
 
     return isinstance(exc, ContractError | ModelMismatchError | DataMismatchError)
 

@@ -38,6 +38,7 @@ from serving.audit import AuditLog, new_request_id
 from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
 from serving.results import RankedOffer, RankResult
 from serving.state import ModelLoader, ServingState, load_state, watched_paths
+from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
 
 log = logging.getLogger(__name__)
 
