@@ -62,7 +62,11 @@ DEFAULT_HOME = ".offers"
 
 @dataclass(frozen=True)
 class RegisteredRanker:
-    """A registered ranking model as serving needs it: the native Booster plus its lineage."""
+    """A registered ranking model as serving needs it: the native Booster plus its lineage.
+
+    The one shape of a registered model: the registry loaders, Spark's broadcast copy on the
+    executors and the test stubs all build this.
+    """
 
     booster: lightgbm.Booster
     name: str
@@ -72,6 +76,7 @@ class RegisteredRanker:
     feature_columns: list[str]
     snapshot_id: str | None  # feature rows it was trained on (point-in-time pairs id, "pit-...")
     policy_version: str
+    half_life_days: float | None = None  # of its decayed-spend features (run param); None: unknown
 
 
 # ------------------------------------------------------------------------------- where
@@ -503,12 +508,16 @@ def load_model_uri(home: Path, uri: str) -> RegisteredRanker:
 def _load_version(home: Path, mv: Any, alias: str) -> RegisteredRanker:
     import mlflow
 
+    from features.definitions import HALF_LIFE_PARAM  # here: definitions imports ibis
+
     _configure(home)
     uri = f"models:/{MODEL_NAME}/{mv.version}"
     booster = mlflow.lightgbm.load_model(uri)
     info = mlflow.models.get_model_info(uri)
     columns = list((info.metadata or {}).get(META_FEATURE_COLUMNS) or booster.feature_name())
     tags = dict(mv.tags)
+    run = client(home).get_run(mv.run_id) if mv.run_id else None
+    half_life = run.data.params.get(HALF_LIFE_PARAM) if run else None
     return RegisteredRanker(
         booster=booster,
         name=MODEL_NAME,
@@ -518,4 +527,5 @@ def _load_version(home: Path, mv: Any, alias: str) -> RegisteredRanker:
         feature_columns=[str(c) for c in columns],
         snapshot_id=tags.get(TAG_SNAPSHOT_ID) or None,
         policy_version=tags.get(TAG_POLICY_VERSION, ""),
+        half_life_days=float(half_life) if half_life else None,
     )

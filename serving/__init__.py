@@ -11,11 +11,11 @@ from typing import Any
 
 _EXPORTS = {
     "Scorer": "serving.scorer",
-    "RankResult": "serving.scorer",
-    "RankedOffer": "serving.scorer",
+    "RankResult": "serving.results",
+    "RankedOffer": "serving.results",
     "RequestError": "serving.scorer",
-    "ModelMismatchError": "serving.scorer",
-    "ReloadWatcher": "serving.scorer",
+    "ModelMismatchError": "serving.state",
+    "ReloadWatcher": "serving.watcher",
     "create_app": "serving.app",
     "score_batch": "serving.batch",
     "BatchReport": "serving.batch",

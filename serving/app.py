@@ -7,7 +7,6 @@ or raw data, or answers "who should get this offer": that would be an advertisin
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,45 +15,44 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from features.home import HOME_ENV as HOME_ENV  # offers.cli imports it from here
+from features.home import resolve_home
+from features.tracking import CHAMPION
 from serving.audit import AuditUnavailable
-from serving.limits import Limits, RequestGuard, limits_from_env
-from serving.scorer import (
-    CHANNEL_API,
-    MAX_K,
-    ReloadWatcher,
-    RequestError,
-    Scorer,
-    decision_time,
+from serving.auth import (
+    ADMIN_TOKEN,
+    API_TOKEN,
+    AuthError,
+    Credentials,
+    Tokens,
+    matches,
+    unauthorized,
 )
+from serving.auth import read_tokens as read_tokens  # offers.cli imports it from here
+from serving.limits import Limits, RequestGuard, limits_from_env
+from serving.results import RankAllowed, RankDenied
+from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer, decision_time
+from serving.watcher import ReloadWatcher
 
 log = logging.getLogger(__name__)
 
-TOKENS_ENV = "OFFERS_API_TOKENS"  # comma-separated bearer tokens
-TOKENS_FILE_ENV = "OFFERS_API_TOKENS_FILE"  # one token per line
-ADMIN_TOKEN_ENV = "OFFERS_ADMIN_TOKEN"  # for POST /v1/reload
 DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users, consents, offers)
 MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
 REPLAY_ENV = "OFFERS_ALLOW_PAST_NOW"  # "1": accept a past `now` (replays, synthetic data)
 WATCH_ENV = "OFFERS_RELOAD_WATCH_S"  # seconds between looks at the watched files; 0: off
 PUBLIC_DOCS_ENV = "OFFERS_PUBLIC_DOCS"  # "1": /docs, /redoc, /openapi.json without a token
 DEFAULT_WATCH_S = 2.0
-HOME_ENV = "OFFERS_HOME"  # as offers.settings reads it (serving may not import offers/)
-DEFAULT_HOME = ".offers"
 MAX_CANDIDATES = 1000
 MAX_ID_LENGTH = 200
 API_VERSION = "1"
-
-# Module level: FastAPI resolves the (string) annotations of endpoints in this module's globals.
-BEARER = HTTPBearer(auto_error=False)
 
 Id = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
@@ -102,58 +100,8 @@ class RankRequest(BaseModel):
     )
 
 
-class RankedOfferOut(BaseModel):
-    offer_id: str
-    score: float
-    rank: int
-    reasons: list[str]
-
-
-class ModelOut(BaseModel):
-    name: str
-    version: str
-
-
-class RankAllowed(BaseModel):
-    decision: str = "allow"
-    reason_code: str = "OK"
-    legal_refs: list[str]
-    offers: list[RankedOfferOut]
-    cold_start: bool = Field(description="True when the user has no history: popularity ranking.")
-    model: ModelOut
-    policy_version: str
-    snapshot_id: str
-    request_id: str
-
-
-class RankDenied(BaseModel):
-    decision: str = "deny"
-    reason_code: str
-    legal_refs: list[str]
-    policy_version: str
-    request_id: str
-
-
 class Problem(BaseModel):
     detail: Any
-
-
-def read_tokens(env: dict[str, str] | None = None) -> list[str]:
-    """API tokens from OFFERS_API_TOKENS (comma-separated) and/or OFFERS_API_TOKENS_FILE."""
-    env = dict(os.environ) if env is None else env
-    tokens = [t.strip() for t in env.get(TOKENS_ENV, "").split(",")]
-    path = env.get(TOKENS_FILE_ENV)
-    if path:
-        tokens += [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    return [t for t in tokens if t and not t.startswith("#")]
-
-
-def _matches(given: str, allowed: Sequence[str]) -> bool:
-    """Constant time per token, and every token is compared (no early exit on a match)."""
-    found = False
-    for token in allowed:
-        found |= hmac.compare_digest(given.encode(), token.encode())
-    return found
 
 
 RANK_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -179,13 +127,117 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     return await http_exception_handler(request, exc)
 
 
-def _unauthorized(detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=422)
 
 
-class _AuthError(Exception):
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
+def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
+    log.error("no decision without its audit record: %s", exc)  # the path, not the user
+    return JSONResponse(
+        {"detail": "the audit log cannot be written; no decision was made",
+         "reason_code": exc.reason_code},
+        status_code=503,
+    )  # fmt: skip
+
+
+def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in exc.errors()
+    ]
+    message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+    return JSONResponse({"detail": message, "errors": errors}, status_code=422)
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[..., Any]] = {
+    AuthError: unauthorized,
+    RequestError: _request_error,
+    AuditUnavailable: _audit_unavailable,
+    RequestValidationError: _validation_error,
+    StarletteHTTPException: _http_error,
+}
+
+# ------------------------------------------------------------------------------ routes
+# Plain functions reading the app's state (app.state.scorer, .tokens); `_add_routes` mounts them.
+
+
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+def readyz(request: Request, creds: Credentials) -> dict[str, Any]:
+    """Readiness; which model, snapshot and policy this worker serves: to token holders only."""
+    if creds is None or not matches(creds.credentials, request.app.state.tokens.holders):
+        return {"status": "ready"}
+    return {"status": "ready", **request.app.state.scorer.state.describe()}
+
+
+def rank(body: RankRequest, request: Request) -> Response:
+    """Rank offers for one consenting user; a policy deny is a 403 with its reason code."""
+    scorer: Scorer = request.app.state.scorer
+    result = scorer.rank(body.user_id, body.purpose, body.k, body.candidates, body.now)
+    # The documented models serialise themselves (pydantic's core, no response re-validation).
+    return Response(
+        result.response().model_dump_json(),
+        status_code=200 if result.allowed else 403,
+        media_type="application/json",
+    )
+
+
+def reload(request: Request) -> JSONResponse:
+    """Re-resolve the champion, snapshot, data and erasures here; other workers follow."""
+    scorer: Scorer = request.app.state.scorer
+    try:
+        state = scorer.request_reload()
+    except (LookupError, OSError, ValueError, RuntimeError) as exc:
+        log.exception("reload failed; still serving %s", scorer.state.describe())
+        return JSONResponse(
+            {"detail": f"reload failed, still serving the previous state: {exc}"},
+            status_code=503,
+        )
+    return JSONResponse({"status": "reloaded", **state.describe()})
+
+
+def openapi(request: Request) -> JSONResponse:
+    """The schema for API token holders (OFFERS_PUBLIC_DOCS=1: for anyone, with /docs)."""
+    return JSONResponse(request.app.openapi())
+
+
+def _add_routes(app: FastAPI, public_docs: bool) -> None:
+    """Every endpoint there is (no other: never a user list, features or an audience)."""
+    app.add_api_route("/healthz", healthz, methods=["GET"], tags=["ops"])
+    app.add_api_route("/readyz", readyz, methods=["GET"], tags=["ops"])
+    if not public_docs:  # else FastAPI serves the schema and /docs to anyone
+        app.add_api_route(
+            "/openapi.json", openapi, include_in_schema=False, dependencies=[API_TOKEN]
+        )
+    app.add_api_route(
+        "/v1/rank",
+        rank,
+        methods=["POST"],
+        tags=["rank"],
+        response_model=RankAllowed,  # 200; RANK_RESPONSES: 403 RankDenied and the errors
+        responses=RANK_RESPONSES,
+        dependencies=[API_TOKEN],
+    )
+    app.add_api_route(
+        "/v1/reload", reload, methods=["POST"], tags=["ops"], dependencies=[ADMIN_TOKEN]
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """A ReloadWatcher while the app runs; the audit log closed when it stops."""
+    scorer: Scorer = app.state.scorer
+    watch_s: float = app.state.watch_s
+    watcher = ReloadWatcher(scorer, watch_s).start() if watch_s > 0 else None
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        scorer.audit.close()
 
 
 def create_app(
@@ -204,137 +256,30 @@ def create_app(
     whether the API docs are public default to the environment (OFFERS_MAX_*_BYTES,
     OFFERS_PUBLIC_DOCS).
     """
-    api_tokens = list(tokens) if tokens is not None else read_tokens()
-    if not api_tokens:
-        raise RuntimeError(
-            f"refusing to start without API tokens: set {TOKENS_ENV} (comma-separated) "
-            f"or {TOKENS_FILE_ENV}"
-        )
-    admin = admin_token if admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
+    allowed = Tokens.resolve(tokens, admin_token)
     limits = limits or limits_from_env()
     if public_docs is None:
         public_docs = os.environ.get(PUBLIC_DOCS_ENV, "") == "1"
     scorer = (scorer_factory or scorer_from_env)()
-
-    # async: a plain def dependency would cost a thread-pool hop per request
-    async def caller(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        if creds is None:
-            raise _AuthError("missing bearer token")
-        if not _matches(creds.credentials, api_tokens):
-            raise _AuthError("invalid bearer token")
-
-    async def administrator(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        if creds is None:
-            raise _AuthError("missing bearer token")
-        if not admin or not _matches(creds.credentials, [admin]):
-            raise _AuthError(f"invalid admin token (set {ADMIN_TOKEN_ENV} to enable reloads)")
-
-    watch_s = watch_s if watch_s is not None else float(os.environ.get(WATCH_ENV, DEFAULT_WATCH_S))
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watcher = ReloadWatcher(scorer, watch_s).start() if watch_s > 0 else None
-        try:
-            yield
-        finally:
-            if watcher is not None:
-                watcher.stop()
-            scorer.audit.close()
-
     app = FastAPI(
         lifespan=lifespan,
         title="offers",
         version=API_VERSION,
         description="Consent-first offer ranking: a policy decision first, then the user's own "
         "ranking. Never an audience, never features or raw data.",
-        # Private by default: the schema and docs are served to token holders only (below).
+        # Private by default: the schema and docs are served to token holders only.
         openapi_url="/openapi.json" if public_docs else None,
         docs_url="/docs" if public_docs else None,
         redoc_url="/redoc" if public_docs else None,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.scorer = scorer
-    app.add_middleware(RequestGuard, limits=limits)
-
-    @app.exception_handler(_AuthError)
-    def _auth_error(request: Request, exc: _AuthError) -> JSONResponse:
-        return _unauthorized(exc.detail)
-
-    @app.exception_handler(RequestError)
-    def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
-
-    @app.exception_handler(AuditUnavailable)
-    def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
-        log.error("no decision without its audit record: %s", exc)  # the path, not the user
-        return JSONResponse(
-            {"detail": "the audit log cannot be written; no decision was made",
-             "reason_code": exc.reason_code},
-            status_code=503,
-        )  # fmt: skip
-
-    @app.exception_handler(RequestValidationError)
-    def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return JSONResponse({"detail": message, "errors": errors}, status_code=422)
-
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    holders = [*api_tokens, *([admin] if admin else [])]
-
-    @app.get("/readyz", tags=["ops"])
-    def readyz(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> dict[str, Any]:
-        """Readiness; which model, snapshot and policy this worker serves: to token holders only."""
-        if creds is None or not _matches(creds.credentials, holders):
-            return {"status": "ready"}
-        return {"status": "ready", **scorer.state.describe()}
-
-    if not public_docs:
-
-        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(caller)])
-        def openapi() -> JSONResponse:
-            """The schema for API token holders (OFFERS_PUBLIC_DOCS=1: for anyone, with /docs)."""
-            return JSONResponse(app.openapi())
-
-    @app.post(
-        "/v1/rank",
-        tags=["rank"],
-        response_model=RankAllowed,
-        responses=RANK_RESPONSES,
-        dependencies=[Depends(caller)],
+    app.state.tokens = allowed
+    app.state.watch_s = (
+        watch_s if watch_s is not None else float(os.environ.get(WATCH_ENV, DEFAULT_WATCH_S))
     )
-    def rank(body: RankRequest) -> JSONResponse:
-        """Rank offers for one consenting user; a policy deny is a 403 with its reason code."""
-        result = scorer.rank(body.user_id, body.purpose, body.k, body.candidates, body.now)
-        return JSONResponse(result.to_dict(), status_code=200 if result.allowed else 403)
-
-    @app.post("/v1/reload", tags=["ops"], dependencies=[Depends(administrator)])
-    def reload() -> JSONResponse:
-        """Re-resolve the champion, snapshot, data and erasures here; other workers follow."""
-        try:
-            state = scorer.request_reload()
-        except (LookupError, OSError, ValueError, RuntimeError) as exc:
-            log.exception("reload failed; still serving %s", scorer.state.describe())
-            return JSONResponse(
-                {"detail": f"reload failed, still serving the previous state: {exc}"},
-                status_code=503,
-            )
-        return JSONResponse({"status": "reloaded", **state.describe()})
-
+    app.add_middleware(RequestGuard, limits=limits)
+    _add_routes(app, public_docs)
     return app
 
 
@@ -344,9 +289,9 @@ def scorer_from_env() -> Scorer:
     if not data_dir:
         raise RuntimeError(f"set {DATA_DIR_ENV} to the folder with users, consents and offers")
     return Scorer(
-        Path(os.environ.get(HOME_ENV, DEFAULT_HOME)).expanduser().resolve(),
+        resolve_home(),
         Path(data_dir),
-        os.environ.get(MODEL_ALIAS_ENV, "champion"),
+        os.environ.get(MODEL_ALIAS_ENV, CHAMPION),
         channel=CHANNEL_API,
         allow_past_now=os.environ.get(REPLAY_ENV, "") == "1",
     )

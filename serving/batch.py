@@ -20,17 +20,13 @@ import pandas as pd
 from joblib import Parallel, delayed, parallel_config
 
 from features.contract import OFFER_ID, USER_ID
+from features.tracking import CHAMPION
 from policy import OFFER_RANKING
 from serving.audit import AuditLog
 from serving.outputs import write_output
-from serving.scorer import (
-    CHAMPION,
-    ModelLoader,
-    RankResult,
-    Scorer,
-    ServingState,
-    decision_time,
-)
+from serving.results import RankResult
+from serving.scorer import Scorer, check_request, decision_time
+from serving.state import ModelLoader, ServingState
 
 DECISION = "decision"
 REASON_CODE = "reason_code"
@@ -38,6 +34,7 @@ RANK = "rank"
 SCORE = "score"
 COLD_START = "cold_start"
 REQUEST_ID = "request_id"
+ALLOW = "allow"
 OUTPUT_COLUMNS = (USER_ID, DECISION, REASON_CODE, RANK, OFFER_ID, SCORE, COLD_START, REQUEST_ID)
 CHUNK_USERS = 128  # users per model call: 128 x 500 offers x 33 features is ~17 MB
 
@@ -67,7 +64,8 @@ class BatchReport:
         return self.users / scoring if scoring > 0 else float("inf")
 
 
-def _rows(results: Sequence[RankResult]) -> dict[str, list]:
+def result_rows(results: Sequence[RankResult]) -> dict[str, list]:
+    """One row per ranked offer, one row (without an offer) per denied user."""
     cols: dict[str, list] = {c: [] for c in OUTPUT_COLUMNS}
     for r in results:
         ranked = r.offers if r.allowed else [None]
@@ -83,7 +81,8 @@ def _rows(results: Sequence[RankResult]) -> dict[str, list]:
     return cols
 
 
-def _frame(cols: dict[str, list]) -> pd.DataFrame:
+def output_frame(cols: dict[str, list]) -> pd.DataFrame:
+    """The output file's columns and dtypes, the same on every path."""
     frame = pd.DataFrame(cols, columns=list(OUTPUT_COLUMNS))
     return frame.astype({RANK: "Int64", SCORE: "float64", COLD_START: bool})
 
@@ -108,15 +107,77 @@ def _score_part(
     try:
         for start in range(0, len(user_ids), chunk_users):
             results = scorer.rank_many(user_ids[start : start + chunk_users], OFFER_RANKING, k, now)
-            for name, values in _rows(results).items():
+            for name, values in result_rows(results).items():
                 cols[name].extend(values)
             counts.update(
-                "cold_start" if r.cold_start else ("allow" if r.allowed else r.reason_code)
+                COLD_START if r.cold_start else (ALLOW if r.allowed else r.reason_code)
                 for r in results
             )
     finally:
         audit.close()
     return cols, counts
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """What the local and the Spark batch start from: one load, one request check, the users."""
+
+    parent: Scorer  # loaded once; its state is what every part scores on
+    users: list[str]
+    n_parts: int
+    now: datetime
+    t0: float  # perf_counter at the start: the report's seconds count from here
+    load_seconds: float
+
+    @property
+    def state(self) -> ServingState:
+        return self.parent.state
+
+
+def start_batch(
+    home: Path,
+    data_dir: Path,
+    k: int,
+    now: datetime | None,
+    user_ids: Sequence[str] | None,
+    n_jobs: int,
+    model_alias: str,
+    model_loader: ModelLoader | None,
+    allow_past_now: bool,
+) -> BatchStart:
+    """Load the state once and check k and `now` once, before any part starts.
+
+    Users default to every user in the users and consents tables.
+    """
+    t0 = time.perf_counter()
+    now = decision_time(now)
+    parent = Scorer(
+        home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
+    )
+    state = parent.state
+    check_request(state, k, now, allow_past_now)
+    load_seconds = time.perf_counter() - t0
+    users = sorted(set(state.users) | set(state.consents)) if user_ids is None else list(user_ids)
+    n_parts = max(1, min(n_jobs, len(users)))
+    return BatchStart(parent, users, n_parts, now, t0, load_seconds)
+
+
+def batch_report(start: BatchStart, out: Path, counts: Counter, rows: int) -> BatchReport:
+    """The report both paths return; `counts`: per user cold_start, allow or the deny reason."""
+    denied = {r: n for r, n in counts.items() if r not in (ALLOW, COLD_START)}
+    return BatchReport(
+        out=out,
+        users=len(start.users),
+        allowed=counts[ALLOW] + counts[COLD_START],
+        cold_start=counts[COLD_START],
+        denied_by_reason=dict(sorted(denied.items())),
+        rows=rows,
+        seconds=time.perf_counter() - start.t0,
+        load_seconds=start.load_seconds,
+        n_jobs=start.n_parts,
+        model=f"{start.state.model_name} v{start.state.model_version}",
+        snapshot_id=start.state.snapshot_id,
+    )
 
 
 def score_batch(
@@ -139,25 +200,20 @@ def score_batch(
     The audit records of a chunk are written one by one and fsynced together (group commit);
     the output file is written aside and renamed, so a crash never leaves a partial file.
     """
-    home, out = Path(home), Path(out)
-    t0 = time.perf_counter()
-    now = decision_time(now)
-    parent = Scorer(
-        home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
+    home, out, data_dir = Path(home), Path(out), Path(data_dir)
+    start = start_batch(
+        home, data_dir, k, now, user_ids, n_jobs, model_alias, model_loader, allow_past_now
     )
-    state = parent.state
-    load_seconds = time.perf_counter() - t0
-    users = sorted(set(state.users) | set(state.consents)) if user_ids is None else list(user_ids)
+    parent, users, n_parts = start.parent, start.users, start.n_parts
     sync = audit_sync or parent.audit.sync
-    n_parts = max(1, min(n_jobs, len(users)))
     parts = [p.tolist() for p in np.array_split(np.array(users, dtype=object), n_parts)]
-    args = (state, home, Path(data_dir), parent.audit.dir, sync, allow_past_now)
+    args = (start.state, home, data_dir, parent.audit.dir, sync, allow_past_now)
     if n_parts == 1:
-        outputs = [_score_part(*args, users, k, now, chunk_users)]
+        outputs = [_score_part(*args, users, k, start.now, chunk_users)]
     else:
         with parallel_config(backend="loky", inner_max_num_threads=1):
             outputs = Parallel(n_jobs=n_parts)(
-                delayed(_score_part)(*args, part, k, now, chunk_users) for part in parts
+                delayed(_score_part)(*args, part, k, start.now, chunk_users) for part in parts
             )
     cols: dict[str, list] = {c: [] for c in OUTPUT_COLUMNS}
     counts: Counter = Counter()
@@ -165,19 +221,6 @@ def score_batch(
         for name, values in part_cols.items():
             cols[name].extend(values)
         counts.update(part_counts)
-    frame = _frame(cols)
+    frame = output_frame(cols)
     write_output(frame, out, home)  # recorded under OFFERS_HOME first: erasure reaches it
-    denied = {r: n for r, n in counts.items() if r not in ("allow", "cold_start")}
-    return BatchReport(
-        out=out,
-        users=len(users),
-        allowed=counts["allow"] + counts["cold_start"],
-        cold_start=counts["cold_start"],
-        denied_by_reason=dict(sorted(denied.items())),
-        rows=len(frame),
-        seconds=time.perf_counter() - t0,
-        load_seconds=load_seconds,
-        n_jobs=n_parts,
-        model=f"{state.model_name} v{state.model_version}",
-        snapshot_id=state.snapshot_id,
-    )
+    return batch_report(start, out, counts, len(frame))

@@ -9,6 +9,10 @@ with one thread, and appends one audit record.
 
 Features come from the published snapshot as of its cutoff (through `features.vector.assemble`,
 the function training uses), and offers must be active at the request's `now`.
+
+Reads top to bottom: the request checks, then `Scorer.rank` / `rank_many` and the steps they
+take in call order (candidates, decision, slate, cold-start popularity or the model, reasons).
+Loading and its checks live in serving.state, the HTTP body schema in serving.results.
 """
 
 from __future__ import annotations
@@ -18,44 +22,27 @@ import os
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
 
-import lightgbm as lgb
 import numpy as np
-import pandas as pd
 
 from features import definitions as fd
-from features.contract import CONSENTS, MCC, OFFERS, USER_ID, USERS
-from features.erasures import REGISTER, erased_since_always, read_erasures
-from features.policy_frames import consents_by_user, user_facts
-from features.snapshot import load_snapshot
-from features.tables import FeatureTables
-from features.validate import load_tables
-from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
-from policy import SENSITIVE_MCCS, Consent, Decision, UserFacts, as_utc, decide, policy_version
-from serving.audit import EVENT, EVENT_DECISION, AuditLog, new_request_id
-from serving.explain import (
-    PATH,
-    REASON_POPULAR,
-    SHAP,
-    PathExplainer,
-    ReasonWriter,
-    shap_contributions,
-)
-from serving.sources import check_sources
+from features.instants import instant_ns
+from features.tracking import CHAMPION
+from features.vector import FEATURE_COLUMNS, assemble
+from policy import Decision, as_utc, decide
+from serving.audit import AuditLog, new_request_id
+from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
+from serving.results import RankedOffer, RankResult
+from serving.state import ModelLoader, ServingState, load_state, watched_paths
+from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
 LEAF_SCORE_MAX_ROWS = 4096  # beyond: predict, then leaves of the top k only (batch chunks)
-SERVING_DIR = "serving"  # under OFFERS_HOME: coordination between server workers
-RELOAD_MARKER = "reload-requested"
-Signature = tuple[int, int, int] | None
-HALF_LIFE_PARAM = "half_life_days"  # run param of training, field of the snapshot manifest
 MAX_K = 100
 CHANNEL_API = "api"
 CHANNEL_BATCH = "batch"
@@ -96,286 +83,23 @@ def decision_time(now: datetime | None) -> datetime:
     return as_utc(aware)
 
 
-class ModelMismatchError(RuntimeError):
-    """The registered model does not fit this code's features or policy: refuse to serve."""
+def check_request(state: ServingState, k: int, now: datetime, allow_past_now: bool) -> None:
+    """k in range, `now` not before the snapshot's cutoff and (outside replay) not in the past.
 
-
-class RegisteredModel(Protocol):
-    """What `features.tracking.load_registered_model` hands back (the only registry reader)."""
-
-    booster: lgb.Booster
-    name: str
-    version: str
-    feature_columns: list[str]
-    policy_version: str | None
-
-
-ModelLoader = Callable[[Path, str], RegisteredModel]
-
-
-@dataclass(frozen=True)
-class RankedOffer:
-    offer_id: str
-    score: float
-    rank: int
-    reasons: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "offer_id": self.offer_id,
-            "score": self.score,
-            "rank": self.rank,
-            "reasons": self.reasons,
-        }
-
-
-@dataclass(frozen=True)
-class RankResult:
-    """One decision and, on allow, the ranked offers; `to_dict` is the HTTP body."""
-
-    request_id: str
-    user_id: str
-    purpose: str
-    now: datetime
-    decision: Decision
-    offers: list[RankedOffer] = field(default_factory=list)
-    cold_start: bool = False
-    model_name: str = ""
-    model_version: str = ""
-    snapshot_id: str = ""
-    excluded_sensitive: int = 0
-    excluded_inactive: int = 0
-
-    @property
-    def allowed(self) -> bool:
-        return self.decision.allowed
-
-    @property
-    def reason_code(self) -> str:
-        return self.decision.reason_code
-
-    @property
-    def policy_version(self) -> str:
-        return self.decision.policy_version
-
-    def to_dict(self) -> dict[str, Any]:
-        """Allow: the ranking; deny: decision, reason, legal refs and policy version only."""
-        base = {
-            "decision": self.decision.decision,
-            "reason_code": self.reason_code,
-            "legal_refs": list(self.decision.legal_refs),
-            "policy_version": self.policy_version,
-            "request_id": self.request_id,
-        }
-        if not self.allowed:
-            return base
-        return {
-            **base,
-            "offers": [o.to_dict() for o in self.offers],
-            "cold_start": self.cold_start,
-            "model": {"name": self.model_name, "version": self.model_version},
-            "snapshot_id": self.snapshot_id,
-        }
-
-    def audit_record(self, channel: str) -> dict[str, Any]:
-        """The spec's audit fields; never an MCC, a merchant or an amount."""
-        consent = self.decision.consent
-        return {
-            EVENT: EVENT_DECISION,
-            "request_id": self.request_id,
-            "decided_at": self.now.isoformat(),
-            "channel": channel,
-            "user_id": self.user_id,
-            "purpose": self.purpose,
-            "decision": self.decision.decision,
-            "reason_code": self.reason_code,
-            "legal_refs": list(self.decision.legal_refs),
-            "consent_id": consent.consent_id,
-            "consent_state": consent.status.value,
-            "consent_expires_at": consent.expires_at.isoformat() if consent.expires_at else None,
-            "policy_version": self.policy_version,
-            "feature_snapshot_id": self.snapshot_id,
-            "model": {"name": self.model_name, "version": self.model_version},
-            "offer_ids": [o.offer_id for o in self.offers],
-            "n_excluded_sensitive": self.excluded_sensitive,
-            "cold_start": self.cold_start,
-        }
-
-
-@dataclass(frozen=True)
-class ServingState:
-    """Everything a request reads, loaded together and replaced together."""
-
-    booster: lgb.Booster
-    model_name: str
-    model_version: str
-    model_alias: str
-    explainer: PathExplainer
-    reasons: ReasonWriter
-    source: FeatureSource
-    snapshot_id: str
-    cutoff: datetime
-    cutoff_ns: int
-    offers: OfferArrays
-    offer_index: dict[str, int]
-    sensitive: np.ndarray  # bool per catalogue row
-    consents: dict[str, list[Consent]]
-    users: dict[str, UserFacts]
-    policy_version: str
-    loaded_at: datetime
-    watched: tuple[Signature, ...] = ()  # the erasure register and reload marker as read
-    leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "model": {
-                "name": self.model_name,
-                "version": self.model_version,
-                "alias": self.model_alias,
-            },
-            "snapshot_id": self.snapshot_id,
-            "snapshot_cutoff": self.cutoff.isoformat(),
-            "policy_version": self.policy_version,
-            "offers": len(self.offers),
-            "loaded_at": self.loaded_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class RegistryModel:
-    """A registered version with the lineage serving checks (half-life: a run param)."""
-
-    booster: lgb.Booster
-    name: str
-    version: str
-    feature_columns: list[str]
-    policy_version: str | None
-    half_life_days: float | None
-
-
-def _default_loader(home: Path, alias: str) -> RegisteredModel:
-    from features.tracking import load_registered_model, version_info
-
-    ranker = load_registered_model(home, alias)
-    half_life = version_info(home, ranker.version)["run_params"].get(HALF_LIFE_PARAM)
-    return RegistryModel(
-        booster=ranker.booster,
-        name=ranker.name,
-        version=ranker.version,
-        feature_columns=list(ranker.feature_columns),
-        policy_version=ranker.policy_version,
-        half_life_days=float(half_life) if half_life else None,
-    )
-
-
-def load_state(
-    home: Path,
-    data_dir: Path,
-    model_alias: str = CHAMPION,
-    model_loader: ModelLoader | None = None,
-    allow_data_mismatch: bool | None = None,
-) -> ServingState:
-    """Model, snapshot, catalogue, consents and erasures; fails loudly on any mismatch.
-
-    `allow_data_mismatch` (None: OFFERS_ALLOW_DATA_MISMATCH) turns a snapshot built from other
-    users or consents files than `data_dir` into a warning.
+    Public because a batch checks once up front (serving.batch) what every chunk checks again.
     """
-    home = Path(home)
-    # Taken before anything is read: an erasure landing mid-load makes the watcher load again,
-    # so the erased user's snapshot rows cannot survive in memory.
-    watched = tuple(signature(p) for p in watched_paths(home))
-    model = (model_loader or _default_loader)(home, model_alias)
-    columns = list(model.feature_columns)
-    if columns != list(FEATURE_COLUMNS):
-        raise ModelMismatchError(
-            f"model {model.name} v{model.version} was trained on features {columns}, "
-            f"this code assembles {list(FEATURE_COLUMNS)}: retrain or deploy matching code"
+    if not 1 <= k <= MAX_K:
+        raise RequestError(f"k must be between 1 and {MAX_K}, not {k}")
+    if now < state.cutoff:
+        raise RequestError(
+            f"now {now.isoformat()} is before the feature snapshot's cutoff "
+            f"{state.cutoff.isoformat()}: its features would come from the future"
         )
-    if model.booster.num_feature() != len(FEATURE_COLUMNS):
-        raise ModelMismatchError(
-            f"booster expects {model.booster.num_feature()} features, not {len(FEATURE_COLUMNS)}"
+    if not allow_past_now and now < datetime.now(UTC) - CLOCK_SKEW:
+        raise RequestError(
+            f"now {now.isoformat()} is in the past: a past decision time could undo a "
+            "withdrawal, so it is accepted only in replay mode (allow_past_now)"
         )
-    current_policy = policy_version()
-    if model.policy_version != current_policy:
-        raise ModelMismatchError(
-            f"model {model.name} v{model.version} was trained under policy "
-            f"{model.policy_version}, the rules now are {current_policy}: retrain and promote"
-        )
-    tables, manifest = load_snapshot(home / "features")
-    check_sources(manifest, Path(data_dir), allow_data_mismatch)  # the snapshot's own sources?
-    if manifest.get("policy_version") != current_policy:
-        raise ModelMismatchError(
-            f"snapshot {manifest['snapshot_id']} was built under policy "
-            f"{manifest.get('policy_version')}, the rules now are {current_policy}: rebuild it"
-        )
-    trained = getattr(model, HALF_LIFE_PARAM, None)
-    built = manifest.get(HALF_LIFE_PARAM)
-    if trained is not None and built is not None and float(built) != trained:
-        raise ModelMismatchError(
-            f"snapshot {manifest['snapshot_id']} has decayed spend with a {built}-day half-life, "
-            f"model v{model.version} was trained with {trained}: rebuild the snapshot to match"
-        )
-    cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
-    frames = load_tables(Path(data_dir), tables=(USERS, CONSENTS, OFFERS))
-    erased = read_erasures(home / "erasures")
-    offers_frame = frames[OFFERS]
-    offers = OfferArrays.from_frame(offers_frame)
-    source = FeatureSource(tables)
-    reasons = ReasonWriter(FEATURE_COLUMNS)
-    explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(reasons.projection)
-    probe = _probe_matrix(source, tables, offers, _ns(cutoff))
-    return ServingState(
-        booster=model.booster,
-        model_name=str(model.name),
-        model_version=str(model.version),
-        model_alias=model_alias,
-        explainer=explainer,
-        reasons=reasons,
-        source=source,
-        snapshot_id=str(manifest["snapshot_id"]),
-        cutoff=cutoff,
-        cutoff_ns=_ns(cutoff),
-        offers=offers,
-        offer_index={oid: i for i, oid in enumerate(offers.offer_id.tolist())},
-        sensitive=offers_frame[MCC].astype(str).isin(SENSITIVE_MCCS).to_numpy(),
-        consents=consents_by_user(frames[CONSENTS]),
-        users=user_facts(frames[USERS], erased_since_always(erased)),
-        policy_version=current_policy,
-        loaded_at=datetime.now(UTC),
-        watched=watched,
-        leaf_scores=explainer.exact_on(model.booster, probe),
-    )
-
-
-def _probe_matrix(
-    source: FeatureSource, tables: FeatureTables, offers: OfferArrays, cutoff_ns: int
-) -> np.ndarray:
-    """Real rows of this snapshot (up to 20 users x 25 offers) to check leaf sums against."""
-    users = list(pd.unique(tables.user[USER_ID].astype(str)))[:20] or [""]
-    n_off = min(len(offers), 25)
-    if n_off == 0:
-        return np.empty((0, len(FEATURE_COLUMNS)))
-    idx = np.tile(np.arange(n_off), len(users))
-    user_col = np.repeat(np.array(users, dtype=object), n_off)
-    return assemble(source, user_col, np.full(len(idx), cutoff_ns), offers.take(idx))
-
-
-def watched_paths(home: Path) -> tuple[Path, Path]:
-    """Files whose change makes every worker reload: the erasure register, the reload marker."""
-    return (home / "erasures" / REGISTER, home / SERVING_DIR / RELOAD_MARKER)
-
-
-def signature(path: Path) -> Signature:
-    """(inode, mtime, size): the register only grows; the marker is replaced on each request."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def _ns(t: datetime) -> int:
-    return int(pd.Timestamp(t).value)
 
 
 @dataclass(frozen=True)
@@ -459,11 +183,28 @@ class Scorer:
         state = self.state
         now = decision_time(now)
         idx = self._candidate_idx(state, candidates)
-        self._check_request(state, k, now)
+        check_request(state, k, now, self.allow_past_now)
         decision = decide(purpose, now, state.consents.get(user_id, ()), state.users.get(user_id))
         result = self._rank_decided(state, [user_id], [decision], purpose, idx, k, now)[0]
         self.audit.append(result.audit_record(self.channel))
         return result
+
+    def rank_many(
+        self,
+        user_ids: Sequence[str],
+        purpose: str,
+        k: int = 10,
+        now: datetime | None = None,
+        channel: str = CHANNEL_BATCH,
+    ) -> list[RankResult]:
+        """Batch: the same decision and ranking per user, one model call for the lot."""
+        state = self.state
+        now = decision_time(now)
+        check_request(state, k, now, self.allow_past_now)
+        decisions = self.decide_many(user_ids, purpose, now, state)
+        results = self._rank_decided(state, list(user_ids), decisions, purpose, None, k, now)
+        self.audit.append_many(r.audit_record(channel) for r in results)
+        return results
 
     def decide_many(
         self,
@@ -477,36 +218,7 @@ class Scorer:
             decide(purpose, now, state.consents.get(u, ()), state.users.get(u)) for u in user_ids
         ]
 
-    def rank_many(
-        self,
-        user_ids: Sequence[str],
-        purpose: str,
-        k: int = 10,
-        now: datetime | None = None,
-        channel: str = CHANNEL_BATCH,
-    ) -> list[RankResult]:
-        """Batch: the same decision and ranking per user, one model call for the lot."""
-        state = self.state
-        now = decision_time(now)
-        self._check_request(state, k, now)
-        decisions = self.decide_many(user_ids, purpose, now, state)
-        results = self._rank_decided(state, list(user_ids), decisions, purpose, None, k, now)
-        self.audit.append_many(r.audit_record(channel) for r in results)
-        return results
-
-    def _check_request(self, state: ServingState, k: int, now: datetime) -> None:
-        if not 1 <= k <= MAX_K:
-            raise RequestError(f"k must be between 1 and {MAX_K}, not {k}")
-        if now < state.cutoff:
-            raise RequestError(
-                f"now {now.isoformat()} is before the feature snapshot's cutoff "
-                f"{state.cutoff.isoformat()}: its features would come from the future"
-            )
-        if not self.allow_past_now and now < datetime.now(UTC) - CLOCK_SKEW:
-            raise RequestError(
-                f"now {now.isoformat()} is in the past: a past decision time could undo a "
-                "withdrawal, so it is accepted only in replay mode (allow_past_now)"
-            )
+    # ---------------------------------------------------------- the request path, in call order
 
     @staticmethod
     def _candidate_idx(state: ServingState, candidates: Sequence[str] | None) -> np.ndarray | None:
@@ -522,16 +234,6 @@ class Scorer:
             raise RequestError(f"candidate offer ids repeated: {dupes[:10]}")
         return np.fromiter((state.offer_index[c] for c in candidates), np.int64, len(candidates))
 
-    @staticmethod
-    def _slate(state: ServingState, idx: np.ndarray | None, now_ns: int) -> _Slate:
-        """Active at now and never a sensitive MCC (spec/policy.md), counting what was dropped."""
-        if idx is None:
-            idx = np.arange(len(state.offers))
-        sensitive = state.sensitive[idx]
-        active = (state.offers.starts_ns[idx] <= now_ns) & (now_ns < state.offers.ends_ns[idx])
-        keep = active & ~sensitive
-        return _Slate(idx[keep], int(sensitive.sum()), int((~active & ~sensitive).sum()))
-
     def _rank_decided(
         self,
         state: ServingState,
@@ -542,7 +244,7 @@ class Scorer:
         k: int,
         now: datetime,
     ) -> list[RankResult]:
-        slate = self._slate(state, idx, _ns(now))
+        slate = self._slate(state, idx, instant_ns(now))
         common = {
             "purpose": purpose,
             "now": now,
@@ -572,13 +274,23 @@ class Scorer:
                     cold_start=True, **common, **extra,
                 )  # fmt: skip
         if warm:
-            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k, _ns(now))
+            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k, instant_ns(now))
             for i, offers in zip(warm, ranked, strict=True):
                 results[i] = RankResult(
                     new_request_id(), user_ids[i], decision=decisions[i], offers=offers,
                     **common, **extra,
                 )  # fmt: skip
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _slate(state: ServingState, idx: np.ndarray | None, now_ns: int) -> _Slate:
+        """Active at now and never a sensitive MCC (spec/policy.md), counting what was dropped."""
+        if idx is None:
+            idx = np.arange(len(state.offers))
+        sensitive = state.sensitive[idx]
+        active = (state.offers.starts_ns[idx] <= now_ns) & (now_ns < state.offers.ends_ns[idx])
+        keep = active & ~sensitive
+        return _Slate(idx[keep], int(sensitive.sum()), int((~active & ~sensitive).sum()))
 
     @staticmethod
     def _popular(state: ServingState, idx: np.ndarray, k: int) -> list[RankedOffer]:
@@ -657,47 +369,3 @@ class Scorer:
                 )
             out.append(ranked)
         return out
-
-
-class ReloadWatcher:
-    """Reloads a Scorer when the erasure register or the reload marker changes.
-
-    Why: `POST /v1/reload` reaches one worker of `offers serve --workers N`, and an erasure must
-    reach them all, and soon. From a background thread (never the request path) the watcher
-    stats two small files every `interval_s` seconds and runs the same full reload, which also
-    drops an erased user's in-memory feature rows. A failed reload keeps the old state, is
-    logged once per change and retried every tick.
-    """
-
-    def __init__(self, scorer: Scorer, interval_s: float) -> None:
-        self.scorer = scorer
-        self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._failed: tuple[Signature, ...] | None = None
-        self._thread = threading.Thread(target=self._run, name="erasure-watcher", daemon=True)
-
-    def check(self) -> bool:
-        """Reload when the register differs from what the state read; True when it did."""
-        now = tuple(signature(p) for p in watched_paths(self.scorer.home))
-        if now == self.scorer.state.watched:
-            return False
-        try:
-            self.scorer.reload()
-        except (LookupError, OSError, ValueError, RuntimeError):
-            if now != self._failed:  # log once per change, retry every tick
-                log.exception("watched reload failed; retrying every %.1f s", self.interval_s)
-            self._failed = now
-            return False
-        return True
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.check()
-
-    def start(self) -> ReloadWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)

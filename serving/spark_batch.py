@@ -4,7 +4,7 @@ Why it is shaped like this:
 
 * The same decision and ranking code. Each task scores its users through `Scorer.rank_many`
   (policy decision, `features.vector.assemble`, LightGBM, reasons) on a `ServingState` built by
-  `serving.scorer.load_state`; nothing of policy or assembly is re-implemented here.
+  `serving.state.load_state`; nothing of policy or assembly is re-implemented here.
 * The registry is read once, on the driver. Executors need no MLflow access: the champion's
   Booster travels as its model string in a broadcast variable, and `load_state` receives it
   through its `model_loader` hook, so every check it makes (feature columns, policy version)
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -43,10 +42,12 @@ import lightgbm as lgb
 import pandas as pd
 
 from features.contract import USER_ID
+from features.tracking import CHAMPION, RegisteredRanker
 from features.vector import FEATURE_COLUMNS
 from policy import OFFER_RANKING
 from serving.audit import AuditLog
 from serving.batch import (
+    ALLOW,
     CHUNK_USERS,
     COLD_START,
     DECISION,
@@ -54,18 +55,15 @@ from serving.batch import (
     REASON_CODE,
     REQUEST_ID,
     BatchReport,
-    _frame,
-    _rows,
+    BatchStart,
+    batch_report,
+    output_frame,
+    result_rows,
+    start_batch,
 )
 from serving.outputs import write_output
-from serving.scorer import (
-    CHAMPION,
-    ModelLoader,
-    Scorer,
-    ServingState,
-    decision_time,
-    load_state,
-)
+from serving.scorer import Scorer
+from serving.state import ModelLoader, ServingState, load_state
 
 POS = "_pos"  # the user's place in the batch: output order is the local path's
 AUDIT = "_audit"  # the user's audit record (JSON) on the first row of each user
@@ -73,19 +71,6 @@ SPARK_SCHEMA = (
     "user_id string, decision string, reason_code string, rank bigint, offer_id string, "
     "score double, cold_start boolean, request_id string, _pos bigint, _audit string"
 )
-ALLOW = "allow"
-
-
-@dataclass(frozen=True)
-class BroadcastModel:
-    """The registered model as executors see it: the Booster rebuilt from its model string."""
-
-    booster: lgb.Booster
-    name: str
-    version: str
-    feature_columns: list[str]
-    policy_version: str | None
-    half_life_days: float | None = None  # checked against the snapshot on the driver
 
 
 @dataclass(frozen=True)
@@ -135,12 +120,16 @@ def _task_state(plan: _Plan, model_string: Any) -> ServingState:
     if cached is not None:
         return cached
 
-    def broadcast_loader(home: Path, alias: str) -> BroadcastModel:
-        return BroadcastModel(
+    def broadcast_loader(home: Path, alias: str) -> RegisteredRanker:
+        # half_life_days unknown here: the driver checked it against the snapshot
+        return RegisteredRanker(
             booster=lgb.Booster(model_str=model_string.value),
             name=plan.model_name,
             version=plan.model_version,
+            alias=alias,
+            run_id="",
             feature_columns=list(FEATURE_COLUMNS),
+            snapshot_id=None,
             policy_version=plan.policy_version,
         )
 
@@ -177,11 +166,11 @@ def _score_partition(
                 for r, p in zip(results, positions[start : start + len(chunk)], strict=True)
             }
             record = {r[REQUEST_ID]: json.dumps(r) for r in audit.records}
-            cols = _rows(results)
+            cols = result_rows(results)
             ids = cols[REQUEST_ID]
             # the record rides on the user's first row (denied users have exactly one row)
             firsts = [i == 0 or ids[i - 1] != rid for i, rid in enumerate(ids)]
-            yield _frame({c: cols[c] for c in OUTPUT_COLUMNS}).assign(
+            yield output_frame({c: cols[c] for c in OUTPUT_COLUMNS}).assign(
                 **{
                     POS: [place[rid] for rid in ids],
                     AUDIT: [record[rid] if f else None for rid, f in zip(ids, firsts, strict=True)],
@@ -210,72 +199,57 @@ def score_batch_spark(
     `n_jobs` is the number of Spark partitions of users; `spark_master` is used only when
     this process has no Spark session yet (default local[2], or spark-submit's --master).
     """
-    from features.spark import spark_session
-
     home, out = Path(home).resolve(), Path(out)
     data_dir = Path(data_dir).resolve()
-    t0 = time.perf_counter()
-    now = decision_time(now)
-    parent = Scorer(
-        home, data_dir, model_alias, model_loader=model_loader, allow_past_now=allow_past_now
+    # `now` is checked here, once for the batch: tasks score in replay mode
+    start = start_batch(
+        home, data_dir, k, now, user_ids, n_jobs, model_alias, model_loader, allow_past_now
     )
-    state = parent.state
-    parent._check_request(state, k, now)  # once for the batch: tasks score in replay mode
-    load_seconds = time.perf_counter() - t0
-    users = sorted(set(state.users) | set(state.consents)) if user_ids is None else list(user_ids)
-    n_parts = max(1, min(n_jobs, len(users)))
 
-    spark = spark_session(spark_master)
     plan = _Plan(
         batch_id=uuid.uuid4().hex,
         home=str(home),
         data_dir=str(data_dir),
         model_alias=model_alias,
-        model_name=state.model_name,
-        model_version=state.model_version,
-        policy_version=state.policy_version,
-        snapshot_id=state.snapshot_id,
+        model_name=start.state.model_name,
+        model_version=start.state.model_version,
+        policy_version=start.state.policy_version,
+        snapshot_id=start.state.snapshot_id,
         k=k,
-        now=now,
+        now=start.now,
         chunk_users=chunk_users,
     )
-    model_string = spark.sparkContext.broadcast(state.booster.model_to_string())
-    try:
-        frame = pd.DataFrame({POS: range(len(users)), USER_ID: pd.Series(users, dtype=object)})
-        scored = (
-            spark.createDataFrame(frame, schema=f"{POS} bigint, {USER_ID} string")
-            .repartitionByRange(n_parts, POS)
-            .mapInPandas(
-                lambda batches: _score_partition(plan, model_string, batches), SPARK_SCHEMA
-            )
-        )
-        rows = scored.toArrow().to_pandas().sort_values(POS, kind="stable")
-    finally:
-        model_string.unpersist()
-
-    audit = AuditLog(parent.audit.dir, sync=audit_sync or parent.audit.sync)
+    rows = _run_on_spark(plan, start, spark_master)
+    audit = AuditLog(start.parent.audit.dir, sync=audit_sync or start.parent.audit.sync)
     try:
         audit.append_many(json.loads(r) for r in rows[AUDIT].dropna())
     finally:
         audit.close()
-    frame = _frame({c: rows[c].tolist() for c in OUTPUT_COLUMNS})
+    frame = output_frame({c: rows[c].tolist() for c in OUTPUT_COLUMNS})
     write_output(frame, out, home)  # recorded under OFFERS_HOME first: erasure reaches it
 
-    counts = _decisions(frame)
-    denied = {r: n for r, n in counts.items() if r not in (ALLOW, COLD_START)}
-    return BatchReport(
-        out=out,
-        users=len(users),
-        allowed=counts[ALLOW] + counts[COLD_START],
-        cold_start=counts[COLD_START],
-        denied_by_reason=dict(sorted(denied.items())),
-        rows=len(frame),
-        seconds=time.perf_counter() - t0,
-        load_seconds=load_seconds,
-        n_jobs=n_parts,
-        model=f"{state.model_name} v{state.model_version}",
-        snapshot_id=state.snapshot_id,
-    )
+    return batch_report(start, out, _decisions(frame), len(frame))
+
+
+def _run_on_spark(plan: _Plan, start: BatchStart, spark_master: str | None) -> pd.DataFrame:
+    """Every user's rows and audit records, in batch order; the Booster travels as a broadcast."""
+    from features.spark import spark_session
+
+    spark = spark_session(spark_master)
+    users = start.users
+    model_string = spark.sparkContext.broadcast(start.state.booster.model_to_string())
+    try:
+        frame = pd.DataFrame({POS: range(len(users)), USER_ID: pd.Series(users, dtype=object)})
+        scored = (
+            spark.createDataFrame(frame, schema=f"{POS} bigint, {USER_ID} string")
+            .repartitionByRange(start.n_parts, POS)
+            .mapInPandas(
+                lambda batches: _score_partition(plan, model_string, batches), SPARK_SCHEMA
+            )
+        )
+        return scored.toArrow().to_pandas().sort_values(POS, kind="stable")
+    finally:
+        model_string.unpersist()
 
 
 def _decisions(frame: pd.DataFrame) -> Counter:

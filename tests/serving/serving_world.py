@@ -21,6 +21,7 @@ from features import contract as c
 from features.backend import connect
 from features.snapshot import load_snapshot, publish_snapshot
 from features.sources import register_sources
+from features.tracking import RegisteredRanker
 from features.vector import (
     CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
@@ -63,11 +64,21 @@ class World:
     version: str = "1"
     calls: list[str] = field(default_factory=list)
 
-    def loader(self, home: Path, alias: str) -> RegisteredStub:
+    def loader(self, home: Path, alias: str) -> RegisteredRanker:
+        """The registry's shape, without a registry (test_registry_e2e.py covers that path)."""
         self.calls.append(alias)
         if alias not in ("champion", "challenger"):
             raise LookupError(f"no model under alias {alias!r}")
-        return RegisteredStub(self.booster, MODEL_NAME, self.version, alias, list(FEATURE_COLUMNS))
+        return RegisteredRanker(
+            booster=self.booster,
+            name=MODEL_NAME,
+            version=self.version,
+            alias=alias,
+            run_id="run-stub",
+            feature_columns=list(FEATURE_COLUMNS),
+            snapshot_id=None,
+            policy_version=policy_version(),
+        )
 
     def scorer(self, **kwargs) -> Scorer:
         """Replay mode by default: the world's times are in the past."""
@@ -80,18 +91,6 @@ class World:
         o = self.offers
         mask = (o[c.STARTS_AT] <= now) & (now < o[c.ENDS_AT]) & ~o[c.MCC].isin(["5912", "7995"])
         return o.loc[mask, c.OFFER_ID].tolist()
-
-
-@dataclass
-class RegisteredStub:
-    booster: lgb.Booster
-    name: str
-    version: str
-    alias: str
-    feature_columns: list[str]
-    run_id: str = "run-stub"
-    snapshot_id: str | None = None
-    policy_version: str | None = field(default_factory=policy_version)
 
 
 def _transactions(rng: np.random.Generator) -> pd.DataFrame:

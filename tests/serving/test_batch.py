@@ -49,10 +49,25 @@ def test_cli_prints_users_per_second(world: World, tmp_path, monkeypatch, capsys
     from offers.cli import score_batch_cmd
 
     monkeypatch.setenv("OFFERS_HOME", str(world.home))
-    monkeypatch.setattr("serving.scorer._default_loader", world.loader)
+    monkeypatch.setattr("serving.state.load_registered_model", world.loader)
     out = tmp_path / "top.parquet"
     report = score_batch_cmd(
         out=out, data=world.data, k=2, jobs=1, now=NOW, alias="champion", allow_past_now=True
     )
     assert "users/s" in capsys.readouterr().out
     assert report.users == len(USERS_BY_REASON) and out.exists()
+
+
+@pytest.mark.parametrize(("k", "message"), [(0, "k must be"), (3, "in the past")])
+def test_the_batch_front_end_checks_the_request_before_any_user(
+    world: World, tmp_path, k: int, message: str
+) -> None:
+    """One check for the whole batch, on the parent (the Spark path's too), even with no users."""
+    from serving.scorer import RequestError
+
+    out = tmp_path / "top.parquet"
+    with pytest.raises(RequestError, match=message):  # NOW is past, and replay mode is off
+        score_batch(
+            world.home, world.data, out, k, now=NOW_TS, user_ids=[], model_loader=world.loader
+        )
+    assert not out.exists() and AuditLog(world.home / "audit").records() == []

@@ -102,7 +102,7 @@ def test_score_batch_cli_refuses_in_one_line_and_warns_by_flag(
 
     monkeypatch.setenv("OFFERS_HOME", str(world.home))
     monkeypatch.delenv(DATA_MISMATCH_ENV, raising=False)
-    monkeypatch.setattr("serving.scorer._default_loader", world.loader)
+    monkeypatch.setattr("serving.state.load_registered_model", world.loader)
     other = _other_data(world, tmp_path, "users")
     args = ["score-batch", "--data", str(other), "--out", str(tmp_path / "top.parquet")]
     args += ["--now", NOW, "--allow-past-now", "--jobs", "1"]

@@ -14,7 +14,7 @@ from features.snapshot import load_snapshot
 from serving.app import create_app
 from serving.audit import AuditLog
 from serving.erase import erase
-from serving.scorer import ReloadWatcher
+from serving.watcher import ReloadWatcher
 
 TOKEN, ADMIN = "erase-api-token", "erase-admin-token"
 

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 from serving_world import NOW, USERS_BY_REASON, World
 
 from policy import LEGAL_REFS, Reason, policy_version
-from serving.app import create_app, read_tokens
+from serving.app import create_app
 from serving.audit import AuditLog
+from serving.auth import read_tokens
 
 TOKEN = "t-api-0123456789"
 ADMIN = "t-admin-9876543210"

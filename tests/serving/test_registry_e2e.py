@@ -23,11 +23,13 @@ from fastapi.testclient import TestClient
 from servers import free_port, running
 
 from features import contract as c
+from features import tracking
 from features.job import build_snapshot
 from features.validate import load_tables
 from serving.app import create_app
 from serving.audit import AuditLog
-from serving.scorer import ModelMismatchError, Scorer
+from serving.scorer import Scorer
+from serving.state import ModelMismatchError
 
 pytestmark = pytest.mark.slow
 
@@ -209,8 +211,6 @@ def test_a_real_server_with_two_workers_and_an_erasure(registered: Registered, t
 
 def _artifact_stores(registered: Registered) -> list[Path]:
     """Wherever MLflow put this registry's artifacts (logged models live under experiments)."""
-    from features import tracking
-
     client = tracking.client(registered.home)
     stores = {registered.home / "mlflow.db", registered.home / "mlartifacts"}
     for experiment in client.search_experiments():
@@ -227,6 +227,20 @@ def test_mlflow_holds_no_customer_rows(registered: Registered) -> None:
     assert {p: h for p, h in hits.items() if h} == {}
     # the pattern does find ids where they are: the check can fail
     assert USER_ID_PATTERN.search((registered.data / "users.parquet").read_bytes())
+
+
+def test_the_registry_loader_returns_the_one_model_shape_with_its_half_life(
+    registered: Registered,
+) -> None:
+    """`RegisteredRanker` carries the run's half-life as a field (no getattr on other shapes)."""
+    from training.config import TrainConfig
+
+    ranker = tracking.load_registered_model(registered.home, tracking.CHAMPION)
+    assert type(ranker) is tracking.RegisteredRanker
+    assert ranker.version == registered.version and ranker.alias == tracking.CHAMPION
+    assert ranker.half_life_days == TrainConfig().half_life_days == 30.0
+    by_uri = tracking.load_model_uri(registered.home, f"models:/offer-ranker/{ranker.version}")
+    assert by_uri.half_life_days == 30.0 and by_uri.alias == ""
 
 
 def test_a_snapshot_built_with_another_half_life_is_refused(
