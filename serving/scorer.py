@@ -274,7 +274,9 @@ class Scorer:
                     cold_start=True, **common, **extra,
                 )  # fmt: skip
         if warm:
-            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k, instant_ns(now))
+            ranked = self._model_rank(
+                state, [user_ids[i] for i in warm], slate.idx, k, instant_ns(now)
+            )
             for i, offers in zip(warm, ranked, strict=True):
                 results[i] = RankResult(
                     new_request_id(), user_ids[i], decision=decisions[i], offers=offers,

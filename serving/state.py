@@ -23,8 +23,8 @@ from features.contract import CONSENTS, MCC, OFFERS, USER_ID, USERS
 from features.definitions import HALF_LIFE_PARAM
 from features.erasures import REGISTER, erased_since_always, read_erasures
 from features.instants import instant_ns
-from features.job import load_snapshot
 from features.policy_frames import consents_by_user, user_facts
+from features.snapshot import load_snapshot
 from features.tables import FeatureTables
 from features.tracking import CHAMPION, RegisteredRanker, load_registered_model
 from features.validate import load_tables

@@ -89,7 +89,9 @@ def test_readme_tours_run_in_a_fresh_shell(tmp_path: Path) -> None:
         assert name in out  # the metrics table keeps its names whole at 80 columns
     assert "PROMOTED" in out
     assert "ndcg@" not in out and "'OK'" not in out  # MLflow's names; kept rows are no exclusion
-    assert re.search(r"\d+\.\d s  selecting settings on time-ordered folds", out)  # progress, one line per step
+    assert re.search(
+        r"\d+\.\d s  selecting settings on time-ordered folds", out
+    )  # progress, one line per step
 
     out = _run(service, tmp_path)
     assert '"policy_version"' in out and '"decision"' in out, out  # curl got a JSON decision
