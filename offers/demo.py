@@ -2,6 +2,7 @@
 
 Synthetic data covers 2024-2025, so the demo replays the decision time at the end of that
 period (DEMO_NOW): consents are judged then, as the bank's service would have judged them.
+Each step imports what it runs, so `next_steps` (and this module) load without LightGBM.
 """
 
 from __future__ import annotations
