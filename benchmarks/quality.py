@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from offers.synth import COEF_POSITION, write_synthetic  # noqa: E402
+from offers.synth import write_synthetic  # noqa: E402
+from offers.synth.oracle import COEF_POSITION  # noqa: E402
 from training import report  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.dataset import TEST, TRAIN, VALID, build_dataset  # noqa: E402

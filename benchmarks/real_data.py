@@ -49,11 +49,8 @@ from features.contract import (  # noqa: E402
     TS,
 )
 from features.io import table_path  # noqa: E402
-from offers.complete_journey import (  # noqa: E402
-    CAMPAIGNS_FILE,
-    import_complete_journey,
-    offer_campaign,
-)
+from offers.complete_journey import CAMPAIGNS_FILE, import_complete_journey  # noqa: E402
+from offers.complete_journey.campaigns import offer_campaign  # noqa: E402
 from offers.settings import load_settings  # noqa: E402
 from training.baselines import fit_baselines  # noqa: E402
 from training.config import TrainConfig  # noqa: E402

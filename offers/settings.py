@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_HOME = ".offers"
+from features.home import resolve_home
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,7 @@ class Settings:
     def erasures_dir(self) -> Path:
         return self.home / "erasures"
 
-    @property
-    def artifacts_dir(self) -> Path:
-        return self.home / "mlartifacts"
-
-    @property
-    def mlflow_db(self) -> Path:
-        return self.home / "mlflow.db"
-
 
 def load_settings(home: str | os.PathLike[str] | None = None) -> Settings:
     """OFFERS_HOME from the argument, else the environment, else ./.offers (absolute)."""
-    chosen = home if home is not None else os.environ.get("OFFERS_HOME", DEFAULT_HOME)
-    return Settings(home=Path(chosen).expanduser().resolve())
+    return Settings(home=resolve_home(home))

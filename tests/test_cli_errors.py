@@ -66,7 +66,7 @@ def test_promote_with_nothing_to_promote(empty_home: Path) -> None:
 
 def test_a_bug_still_shows_its_traceback() -> None:
     """KeyError is a LookupError, but it means a bug: it must not pass for a user's mistake."""
-    from offers.cli import _expected
+    from offers.cli.common import is_expected as _expected
 
     assert not _expected(KeyError("x")) and _expected(LookupError("no champion"))
 

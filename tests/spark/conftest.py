@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # `import spark_world` (importlib mode)
-
-from spark_world import TEST_CONF, SparkWorld, build_world  # noqa: E402
+from spark_world import TEST_CONF, SparkWorld, build_world
 
 
 @pytest.fixture(scope="session")

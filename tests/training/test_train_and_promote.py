@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from features.vector import FEATURE_COLUMNS
 from offers import cli
 from policy import BANNED_PURPOSES, SENSITIVE_MCCS, policy_version
 from training import report
+from training.config import TrainConfig
 from training.dataset import KEPT, TEST
 from training.job import TrainResult
 
@@ -40,7 +40,6 @@ class World:
     data: Path
     first: TrainResult
     second: TrainResult
-    first_seconds: float
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +56,10 @@ def world(
         mp.setenv("OFFERS_HOME", str(home))
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.chdir(root)
-        started = time.perf_counter()
         first = cli.train(data=synth_dir)
-        seconds = time.perf_counter() - started
         assert cli.promote().promoted
         second = cli.train(data=synth_dir, config=weak, experiment="offer-ranking-weak")
-    return World(root, home, synth_dir, first, second, seconds)
+    return World(root, home, synth_dir, first, second)
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +73,14 @@ def _world_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 def test_training_is_quick_and_beats_popularity(world: World) -> None:
     metrics = world.first.metrics
-    assert world.first_seconds < 45, world.first.seconds
+    # Bounded work, not a wall clock (which fails on a loaded machine; speed is measured in
+    # benchmarks/): early stopping ends the run long before n_estimators rounds.
+    config = TrainConfig()
+    rounds = tracking.client(world.home).get_metric_history(
+        world.first.run_id, "iter_validation_ndcg_at_10"
+    )
+    assert len(rounds) <= world.first.best_iteration + config.early_stopping_rounds
+    assert len(rounds) < config.n_estimators, world.first.seconds
     assert metrics.loc["model", "ndcg_at_10"] > metrics.loc["popularity", "ndcg_at_10"] + 0.05
     assert metrics.loc["model", "ndcg_at_10"] > metrics.loc["random", "ndcg_at_10"]
     assert metrics.loc["oracle", "ndcg_at_10"] > metrics.loc["popularity", "ndcg_at_10"]
