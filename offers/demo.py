@@ -43,7 +43,8 @@ def run_demo(home: Path, users: int = DEMO_USERS, seed: int = DEMO_SEED) -> dict
     from serving.batch import score_batch
     from serving.scorer import Scorer
     from training.config import TrainConfig
-    from training.job import promote, train
+    from training.promote import promote
+    from training.train import train
 
     console = Console()
     home.mkdir(parents=True, exist_ok=True)

@@ -63,10 +63,6 @@ class LambdaRankModel(BaseEstimator):
         self.seed = seed
         self.num_threads = num_threads
 
-    @property
-    def stopping_metric(self) -> str:
-        return f"ndcg@{list(self.eval_at)[0]}"
-
     def lgb_params(self) -> dict[str, Any]:
         """The native parameters, explicit (no LightGBM default is relied upon silently)."""
         eval_at = list(dict.fromkeys(int(k) for k in self.eval_at))  # stopping k stays first
