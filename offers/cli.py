@@ -371,7 +371,7 @@ def train(
     """Select settings on time-ordered folds, compare with baselines on the test slates, register
     the same settings refit on every labelled exposure as `challenger`."""
     from offers.tables import metrics_table
-    from training.dataset import KEPT
+    from training.inputs import KEPT
     from training.train import train as train_job
 
     settings = load_settings()

@@ -10,11 +10,15 @@ Why each step:
   after the train window's end is censored: at that time nobody could have known it;
 - features come only through `features.job.point_in_time` + `features.vector.assemble`, the
   function serving calls too, so training and serving cannot drift apart.
+
+Where the I/O is: `build_dataset` reads everything (validated tables, erasures, the feature
+sources) in one place; `slates_from` turns what was read into splits: `choose_rows`,
+`row_table` and `make_split` are pure, and the point-in-time features are the only queries
+(training/point_in_time.py, on the opened sources).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,34 +28,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features import definitions as fd
 from features.contract import (
-    CONSENTS,
     ENDS_AT,
-    EXPOSURES,
     MCC,
     MERCHANT_ID,
     OFFER_ID,
-    OFFERS,
-    ORACLE,
     P_REDEEM,
     POSITION,
     REDEEMED_AT,
     SHOWN_AT,
     SLATE_ID,
-    TRANSACTIONS,
     USER_ID,
-    USERS,
 )
-from features.erasures import erased_since_always, is_erased, read_erasures
 from features.instants import epoch_ns
-from features.io import MissingTableError, file_digest, table_path
-from features.job import Sources, connect, open_sources, point_in_time
-from features.policy_frames import consents_by_user, user_facts
-from features.validate import load_tables
-from features.vector import FeatureSource, OfferArrays, assemble
-from policy import OFFER_RANKING, SENSITIVE_MCCS, Reason, decide
+from features.job import Sources, connect, open_sources
+from features.vector import OfferArrays
 from training.config import TrainConfig
+from training.inputs import KEPT, Inputs, load_inputs, policy_reasons, read_erasures_if_any
+from training.point_in_time import feature_matrix, history_days, pairs_id
 from training.splits import (
     NEVER,
     SPLITS,
@@ -64,141 +58,7 @@ from training.splits import (
 )
 from training.steps import Step, Timer, noop
 
-KEPT = Reason.OK.value
-REASON_WITHDRAWN = "WITHDRAWN_OR_ERASED_AT_RUN"  # consent withdrawn or user erased as of the run
-REASON_SENSITIVE = "SENSITIVE_MCC_OFFER"  # offer from a sensitive-tier merchant category
 REASON_OUTSIDE = "OUTSIDE_WINDOWS"  # shown before the train window or after the test window
-
-# ------------------------------------------------------------------------------- inputs
-
-
-@dataclass
-class Inputs:
-    users: pd.DataFrame
-    consents: pd.DataFrame
-    offers: pd.DataFrame
-    exposures: pd.DataFrame | None
-    oracle: pd.DataFrame | None
-    digests: dict[str, str]
-
-
-def load_inputs(data_dir: str | Path, with_exposures: bool = True) -> Inputs:
-    """Typed, validated contract tables (features.validate); transactions stay on disk."""
-    data_dir = Path(data_dir)
-    wanted = (USERS, CONSENTS, OFFERS) + ((EXPOSURES,) if with_exposures else ())
-    tables = load_tables(data_dir, tables=wanted)
-    oracle = None
-    if with_exposures:
-        try:
-            oracle_path = table_path(data_dir, ORACLE)
-        except MissingTableError:
-            oracle_path = None
-        if oracle_path is not None:
-            oracle = pd.read_parquet(oracle_path, columns=[USER_ID, OFFER_ID, SHOWN_AT, P_REDEEM])
-    digests = {t: file_digest(table_path(data_dir, t)) for t in (TRANSACTIONS, *wanted)}
-    return Inputs(
-        users=tables[USERS],
-        consents=tables[CONSENTS],
-        offers=tables[OFFERS],
-        exposures=tables.get(EXPOSURES),
-        oracle=oracle,
-        digests=digests,
-    )
-
-
-def read_erasures_if_any(erasures_dir: str | Path | None) -> dict[str, datetime]:
-    return read_erasures(erasures_dir) if erasures_dir else {}
-
-
-# ------------------------------------------------------------------------------- policy
-
-
-def policy_reasons(
-    user_ids: np.ndarray,
-    shown_at: pd.Series,
-    offer_mcc: np.ndarray,
-    users: pd.DataFrame,
-    consents: pd.DataFrame,
-    erased: Mapping[str, datetime],
-    run_time: datetime,
-) -> np.ndarray:
-    """Reason per row: KEPT, or why the row may not be used (first failing rule wins).
-
-    Order: withdrawn or erased as of the run (final), then the policy decision at shown_at
-    (its reason code), then a sensitive-MCC offer.
-    """
-    by_user = consents_by_user(consents)
-    facts = user_facts(users, erased_since_always(erased))  # recorded: erased at every instant
-    user_ids = np.asarray(user_ids, dtype=object)
-    stamps = pd.Series(shown_at).reset_index(drop=True)
-
-    withdrawn: dict[str, bool] = {}
-    for user in pd.unique(user_ids):
-        at_run = decide(OFFER_RANKING, run_time, by_user.get(user, ()), facts.get(user))
-        withdrawn[user] = is_erased(erased, user) or (at_run.reason is Reason.CONSENT_REVOKED)
-
-    pair_codes, pair_keys = pd.factorize(
-        pd.MultiIndex.from_arrays([user_ids, stamps.to_numpy()]), sort=False
-    )
-    pair_reason = np.empty(len(pair_keys), dtype=object)
-    for i, (user, ts) in enumerate(pair_keys):
-        if withdrawn[user]:
-            pair_reason[i] = REASON_WITHDRAWN
-            continue
-        when = pd.Timestamp(ts).to_pydatetime()
-        decision = decide(OFFER_RANKING, when, by_user.get(user, ()), facts.get(user))
-        pair_reason[i] = decision.reason.value
-    reasons = pair_reason[pair_codes] if len(pair_codes) else np.array([], dtype=object)
-    sensitive = np.isin(np.asarray(offer_mcc, dtype=object).astype(str), sorted(SENSITIVE_MCCS))
-    return np.where((reasons == KEPT) & sensitive, REASON_SENSITIVE, reasons)
-
-
-# ------------------------------------------------------------------------------- features
-
-
-def feature_matrix(
-    sources: Sources,
-    user_ids: Sequence[str],
-    shown_at: pd.Series,
-    offers: OfferArrays,
-    half_life_days: float,
-) -> np.ndarray:
-    """Point-in-time features as of each shown_at, through the one assembly function."""
-    stamps = pd.Series(shown_at).reset_index(drop=True).astype("datetime64[us, UTC]")
-    pairs = pd.DataFrame({USER_ID: np.asarray(user_ids, dtype=object), fd.CUTOFF: stamps})
-    tables = point_in_time(sources, pairs, half_life_days)
-    return assemble(FeatureSource(tables), list(user_ids), epoch_ns(stamps), offers)
-
-
-def pairs_id(user_ids: np.ndarray, shown_ns: np.ndarray, digests: Mapping[str, str]) -> str:
-    """Names the feature rows a model saw: the (user, cutoff) pairs and the sources' digests."""
-    frame = pd.DataFrame({USER_ID: user_ids, fd.CUTOFF: shown_ns}).drop_duplicates()
-    frame = frame.sort_values([fd.CUTOFF, USER_ID], kind="stable")
-    h = hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    for name in sorted(digests):
-        h.update(f"{name}={digests[name]}".encode())
-    return f"pit-{h.hexdigest()[:12]}"
-
-
-def history_days(sources: Sources, user_ids: np.ndarray, shown_at: pd.Series) -> np.ndarray:
-    """Days of usable history at each cutoff (age of the oldest usable transaction; NaN: none).
-
-    "Usable" is the feature engine's own gate (consented, non-sensitive, before the cutoff,
-    inside the look-back), so the new-user segment sees exactly what the model can see.
-    """
-    stamps = pd.Series(shown_at).reset_index(drop=True).astype("datetime64[us, UTC]")
-    rows = pd.DataFrame(
-        {USER_ID: np.asarray(user_ids, dtype=object).astype(str), fd.CUTOFF: stamps}
-    )
-    pairs = sources.con.create_table("history_pairs", rows.drop_duplicates(), overwrite=True)
-    allowed = fd.allowed_pairs(pairs, sources.windows, sources.gates)
-    usable = fd.usable_transactions(sources.transactions, allowed)
-    oldest = sources.con.execute(
-        usable.group_by([USER_ID, fd.CUTOFF]).agg(days=usable[fd.AGE_DAYS].max())
-    )
-    oldest[fd.CUTOFF] = pd.to_datetime(oldest[fd.CUTOFF], utc=True).astype("datetime64[us, UTC]")
-    oldest[USER_ID] = oldest[USER_ID].astype(str)
-    return rows.merge(oldest, on=[USER_ID, fd.CUTOFF], how="left")["days"].to_numpy(np.float64)
 
 
 def offer_index(offers: pd.DataFrame, offer_ids: pd.Series) -> np.ndarray:
@@ -207,9 +67,6 @@ def offer_index(offers: pd.DataFrame, offer_ids: pd.Series) -> np.ndarray:
         missing = sorted(set(offer_ids[idx < 0].astype(str)))[:5]
         raise ValueError(f"exposures name offers missing from the catalogue: {missing}")
     return idx
-
-
-# ------------------------------------------------------------------------------- build
 
 
 def _group_keys(rows: pd.DataFrame) -> pd.Series:

@@ -18,14 +18,8 @@ from features.contract import MCC, OFFER_ID, SHOWN_AT, USER_ID
 from features.job import connect, open_sources
 from features.vector import OfferArrays
 from training.config import TrainConfig
-from training.dataset import (
-    KEPT,
-    Inputs,
-    feature_matrix,
-    load_inputs,
-    policy_reasons,
-    read_erasures_if_any,
-)
+from training.inputs import KEPT, Inputs, load_inputs, policy_reasons, read_erasures_if_any
+from training.point_in_time import feature_matrix
 from training.versions import columns_for, run_half_life
 
 REASON_UNKNOWN_OFFER = "UNKNOWN_OFFER"

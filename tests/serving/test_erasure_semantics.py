@@ -20,7 +20,7 @@ from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS
 from serving.batch import score_batch
 from serving.erase import erase
-from training.dataset import KEPT, policy_reasons
+from training.inputs import KEPT, policy_reasons
 from training.predict import predict
 from training.report import synthetic_input_example
 

@@ -20,7 +20,8 @@ from policy import SENSITIVE_MCCS
 from tests.support import frames as f
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.dataset import KEPT, REASON_OUTSIDE, REASON_SENSITIVE, REASON_WITHDRAWN, build_dataset
+from training.dataset import REASON_OUTSIDE, build_dataset
+from training.inputs import KEPT, REASON_SENSITIVE, REASON_WITHDRAWN
 from training.splits import SPLITS, TEST, TRAIN, VALID, Windows, resolve_windows
 
 CONFIG = TrainConfig(

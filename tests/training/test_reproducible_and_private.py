@@ -18,7 +18,8 @@ from features import contract as c
 from features.erasures import record_erasure
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.dataset import KEPT, REASON_WITHDRAWN, build_dataset, load_inputs, policy_reasons
+from training.dataset import build_dataset
+from training.inputs import KEPT, REASON_WITHDRAWN, load_inputs, policy_reasons
 from training.splits import SPLITS
 from training.train import fit_ranker
 

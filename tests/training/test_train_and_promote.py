@@ -26,7 +26,7 @@ from features.vector import FEATURE_COLUMNS
 from offers import cli
 from policy import BANNED_PURPOSES, SENSITIVE_MCCS, policy_version
 from training import report
-from training.dataset import KEPT
+from training.inputs import KEPT
 from training.splits import TEST
 from training.train import TrainResult
 
