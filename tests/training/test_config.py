@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from features.definitions import HALF_LIFE_PARAM
 from training.config import TrainConfig
 from training.model import LambdaRankModel
 
@@ -84,3 +85,8 @@ def test_model_params_hand_every_lightgbm_setting_to_the_model() -> None:
         "num_threads": 2,
     }
     assert set(config.model_params()) <= set(model.get_params())
+
+
+def test_half_life_is_recorded_under_the_key_promote_and_predict_read() -> None:
+    """Run params come from the field names; the readers look the half-life up by its key."""
+    assert TrainConfig(half_life_days=12.5).as_params()[HALF_LIFE_PARAM] == "12.5"
