@@ -97,7 +97,8 @@ def _promote(
         )
     info = tracking.version_info(home, challenger_v)
     champion = None if champion_v is None else tracking.version_info(home, champion_v)
-    early = _without_scoring(challenger_v, champion_v, info, champion)
+    gate = recorded_gate(info["tags"])
+    early = _without_scoring(challenger_v, champion_v, info, champion, gate)
     if early is not None:
         return _decide(home, early)
     assert champion_v is not None and champion is not None  # _without_scoring decided otherwise
@@ -117,7 +118,7 @@ def _promote(
         run_time,
     )
     result = _verdict(challenger_v, champion_v, scores, n_slates, windows, config.promote_tolerance)
-    return _decide(home, replace(result, gate=recorded_gate(info["tags"])))
+    return _decide(home, replace(result, gate=gate))
 
 
 def _without_scoring(
@@ -125,9 +126,9 @@ def _without_scoring(
     champion_v: str | None,
     info: Mapping[str, Any],
     champion: Mapping[str, Any] | None,
+    gate: GateResult,
 ) -> PromoteResult | None:
     """Decisions that need no scoring: a failed gate, a first champion, an unfair comparison."""
-    gate = recorded_gate(info["tags"])
     refused = gate_refusal(gate)
     if refused:
         return PromoteResult(False, refused, challenger_v, champion_v, gate=gate)
