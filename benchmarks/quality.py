@@ -34,11 +34,12 @@ from offers.synth import write_synthetic  # noqa: E402
 from offers.synth.oracle import COEF_POSITION  # noqa: E402
 from training import report  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.dataset import TEST, TRAIN, VALID, build_dataset  # noqa: E402
+from training.dataset import build_dataset  # noqa: E402
 from training.gate import popularity_gate  # noqa: E402
-from training.job import score_all  # noqa: E402
 from training.metrics import evaluate  # noqa: E402
 from training.selection import fit_models  # noqa: E402
+from training.splits import TEST, TRAIN, VALID  # noqa: E402
+from training.train import score_all  # noqa: E402
 
 TARGET = 0.80
 

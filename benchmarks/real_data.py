@@ -7,7 +7,7 @@ imported tables there before anything else (exposures shown from the cutoff on, 
 or after it and redemptions at or after it are removed), so the later months stay untouched
 for the independent check. Then, as a user would:
 
-1. `offers train` (training.job.train, default TrainConfig, MLflow under a temporary
+1. `offers train` (training.train.train, default TrainConfig, MLflow under a temporary
    OFFERS_HOME) on the tables cut again at 2017-08-01: the model never sees a later exposure
    or redemption, whatever protocol train() follows inside;
 2. the registered model and every baseline (random, popularity, affinity, logistic; the
@@ -54,9 +54,11 @@ from offers.complete_journey.campaigns import offer_campaign  # noqa: E402
 from offers.settings import load_settings  # noqa: E402
 from training.baselines import fit_baselines  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
-from training.dataset import TEST, TRAIN, VALID, Split, Windows, build_dataset  # noqa: E402
-from training.job import _columns_for, fit_ranker, train  # noqa: E402
+from training.dataset import build_dataset  # noqa: E402
 from training.metrics import per_slate  # noqa: E402
+from training.splits import TEST, TRAIN, VALID, Split, Windows  # noqa: E402
+from training.train import fit_ranker, train  # noqa: E402
+from training.versions import columns_for  # noqa: E402
 
 DEV_CUTOFF = pd.Timestamp("2017-10-30", tz="UTC")  # never evaluate or tune on later data
 TEST_START = pd.Timestamp("2017-08-01", tz="UTC")  # train before, test from here to DEV_CUTOFF
@@ -216,7 +218,7 @@ def _scores(
     for name in (TRAIN, TEST):
         print(f"{name} split of the evaluation: {data.splits[name].summary()}")
     ranker = tracking.load_model_uri(home, model_uri)
-    scores = {MODEL: ranker.booster.predict(_columns_for(test.X, ranker.feature_columns))}
+    scores = {MODEL: ranker.booster.predict(columns_for(test.X, ranker.feature_columns))}
     baselines = fit_baselines(data.splits[TRAIN], config, with_oracle=False)
     scores.update({name: score(test) for name, score in baselines.items()})
     refit = fit_ranker(data, config.with_overrides(n_estimators=REFIT_ROUNDS))

@@ -86,7 +86,8 @@ def prepare(work: Path, n_users: int) -> tuple[Path, Path]:
     from offers.synth import write_synthetic
     from policy import SENSITIVE_MCCS
     from training.config import TrainConfig
-    from training.job import promote, train
+    from training.promote import promote
+    from training.train import train
 
     home, data = work / "home", work / "data"
     os.environ["OFFERS_HOME"] = str(home)

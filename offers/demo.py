@@ -91,7 +91,8 @@ def _models(console: Console, home: Path, data: Path, erasures: Path, seed: int)
     """Each configuration registered as challenger, then judged by the promotion gate."""
     from offers.cli.common import progress_printer
     from training.config import TrainConfig
-    from training.job import promote, train
+    from training.promote import promote
+    from training.train import train
 
     for overrides in CONFIGS:
         config = TrainConfig(seed=seed).with_overrides(**overrides)

@@ -24,7 +24,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from features import definitions as fd
 from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 from training.config import TrainConfig
-from training.dataset import Split
+from training.splits import Split
 
 RANDOM, POPULARITY, AFFINITY, LOGISTIC, ORACLE = (
     "random",

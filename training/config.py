@@ -8,13 +8,30 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from features.definitions import DEFAULT_HALF_LIFE_DAYS
+
 DEFAULT_EXPERIMENT = "offer-ranking"
 OBJECTIVES = ("lambdarank", "rank_xendcg", "binary")
 GRID_FIELDS = ("objectives", "num_leaves", "min_child_samples")
+# LightGBM settings handed from the config to training.model.LambdaRankModel as they are; the
+# grid's point (objective, num_leaves, min_child_samples), the rounds and the cut-offs in use
+# come from the selection (training/selection.py `model_for`).
+MODEL_FIELDS = (
+    "learning_rate",
+    "feature_fraction",
+    "bagging_fraction",
+    "bagging_freq",
+    "lambda_l2",
+    "label_gain",
+    "truncation_level",
+    "seed",
+    "num_threads",
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +45,9 @@ class TrainConfig:
     test_end: str | None = None  # explicit ISO instant ending the test window (exclusive)
     censor_validation: bool = True  # validation labels after the validation end count as unknown
     new_user_days: int = 30  # users with less history than this at shown_at form the "new" segment
-    half_life_days: float = 30.0  # half-life of the decayed-spend features (feature engine)
+    half_life_days: float = (
+        DEFAULT_HALF_LIFE_DAYS  # half-life of the decayed-spend features (feature engine)
+    )
     feature_threads: int = 1  # DuckDB threads; 1 sums floats in one order: same data, same bytes
 
     # --- LightGBM; the settings grid is searched on time-ordered folds (training/selection.py) ---
@@ -118,6 +137,12 @@ class TrainConfig:
 
     def with_overrides(self, **changes: Any) -> TrainConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def model_params(
+        self, settings: Mapping[str, Any] | None = None, **chosen: Any
+    ) -> dict[str, Any]:
+        """Keyword arguments of `LambdaRankModel`: the config's settings, then the chosen ones."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS} | dict(settings or {}) | chosen
 
     def as_params(self) -> dict[str, str]:
         """Flat strings for MLflow params, with the derived values resolved."""

@@ -28,10 +28,10 @@ import pandas as pd
 from features import tracking
 from training.baselines import POPULARITY, popularity_scores
 from training.config import TrainConfig
-from training.dataset import TEST, TrainingData
 from training.metrics import per_slate
 from training.model import LambdaRankModel
 from training.selection import development
+from training.splits import TEST, TrainingData
 
 GATE_METRIC = "ndcg_at_10"
 GATE_K = 10

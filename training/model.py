@@ -63,10 +63,6 @@ class LambdaRankModel(BaseEstimator):
         self.seed = seed
         self.num_threads = num_threads
 
-    @property
-    def stopping_metric(self) -> str:
-        return f"ndcg@{list(self.eval_at)[0]}"
-
     def lgb_params(self) -> dict[str, Any]:
         """The native parameters, explicit (no LightGBM default is relied upon silently)."""
         eval_at = list(dict.fromkeys(int(k) for k in self.eval_at))  # stopping k stays first
@@ -114,33 +110,9 @@ class LambdaRankModel(BaseEstimator):
             dtype=object,
         )
         names = [str(n) for n in self.feature_names_in_]
-        categorical = list(categorical_feature or [])
-        params = self.lgb_params()
-        train = lgb.Dataset(
-            X,
-            label=np.asarray(y, dtype=np.float64),
-            group=np.asarray(group, dtype=np.int64),
-            feature_name=names,
-            categorical_feature=categorical or "auto",
-            position=None if position is None else np.asarray(position, dtype=np.int64) - 1,
-            params={"verbosity": -1},
-            free_raw_data=False,
+        train, valid_sets, valid_names = _datasets(
+            X, y, group, eval_set, eval_group, names, categorical_feature, position
         )
-        valid_sets, valid_names = [], []
-        for i, (Xv, yv) in enumerate(eval_set or []):
-            if eval_group is None:
-                raise ValueError("eval_group is required with eval_set")
-            valid_sets.append(
-                lgb.Dataset(
-                    np.asarray(Xv, dtype=np.float64),
-                    label=np.asarray(yv, dtype=np.float64),
-                    group=np.asarray(eval_group[i], dtype=np.int64),
-                    reference=train,
-                    feature_name=names,
-                    categorical_feature=categorical or "auto",
-                )
-            )
-            valid_names.append(VALIDATION if i == 0 else f"{VALIDATION}_{i}")
         evals_result: dict[str, dict[str, list[float]]] = {}
         callbacks: list[Any] = [lgb.record_evaluation(evals_result)]
         if valid_sets and self.early_stopping_rounds:
@@ -150,7 +122,7 @@ class LambdaRankModel(BaseEstimator):
                 )
             )
         booster = lgb.train(
-            params,
+            self.lgb_params(),
             train,
             num_boost_round=self.n_estimators,
             valid_sets=valid_sets,
@@ -182,3 +154,43 @@ class LambdaRankModel(BaseEstimator):
         check_is_fitted(self, "booster_")
         values = self.booster_.feature_importance(importance_type=importance_type)
         return dict(zip(self.booster_.feature_name(), map(float, values), strict=True))
+
+
+def _datasets(
+    X: np.ndarray,
+    y: np.ndarray,
+    group: np.ndarray,
+    eval_set: Sequence[tuple[np.ndarray, np.ndarray]] | None,
+    eval_group: Sequence[np.ndarray] | None,
+    names: list[str],
+    categorical_feature: Sequence[str] | None,
+    position: np.ndarray | None,
+) -> tuple[lgb.Dataset, list[lgb.Dataset], list[str]]:
+    """The training Dataset and the eval sets binned against it, with their names."""
+    categorical = list(categorical_feature or [])
+    train = lgb.Dataset(
+        X,
+        label=np.asarray(y, dtype=np.float64),
+        group=np.asarray(group, dtype=np.int64),
+        feature_name=names,
+        categorical_feature=categorical or "auto",
+        position=None if position is None else np.asarray(position, dtype=np.int64) - 1,
+        params={"verbosity": -1},
+        free_raw_data=False,
+    )
+    valid_sets, valid_names = [], []
+    for i, (Xv, yv) in enumerate(eval_set or []):
+        if eval_group is None:
+            raise ValueError("eval_group is required with eval_set")
+        valid_sets.append(
+            lgb.Dataset(
+                np.asarray(Xv, dtype=np.float64),
+                label=np.asarray(yv, dtype=np.float64),
+                group=np.asarray(eval_group[i], dtype=np.int64),
+                reference=train,
+                feature_name=names,
+                categorical_feature=categorical or "auto",
+            )
+        )
+        valid_names.append(VALIDATION if i == 0 else f"{VALIDATION}_{i}")
+    return train, valid_sets, valid_names

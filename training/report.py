@@ -1,5 +1,5 @@
 """What a run leaves for people: metrics table, feature-importance plot, model card, and the
-synthetic input example. Kept apart from job.py so the job reads top to bottom.
+synthetic input example. Kept apart from train.py so training reads top to bottom.
 
 Nothing here may carry a customer row or a user id: the input example is made up from round
 numbers, the plot and tables hold aggregates only.
@@ -138,6 +138,7 @@ def model_card(
     splits: Mapping[str, Mapping[str, float]],
     exclusions: Mapping[str, int],
     metrics: pd.DataFrame,
+    gap: float | None,
     best_iteration: int,
     policy_version: str,
     pairs_id: str,
@@ -146,12 +147,7 @@ def model_card(
     importance: Mapping[str, float],
 ) -> str:
     """The model card in markdown: what it is for, what it saw, how it compares, what it must not do."""
-    gap = gap_closed(metrics)
-    split_rows = pd.DataFrame(splits).T
-    docs = feature_docs()
-    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:10]
-    total = float(sum(importance.values())) or 1.0
-    lines = [
+    header = [
         "# Model card: offer-ranker",
         "",
         f"- MLflow run: `{run_id}` (experiment `{experiment}`)",
@@ -162,6 +158,19 @@ def model_card(
         "then refit on every labelled exposure up to the run's end (test metrics below are "
         "the same settings fit before the test window)",
         "",
+    ]
+    return "\n".join(
+        header
+        + _card_use()
+        + _card_data(windows, splits, exclusions)
+        + _card_metrics(metrics, gap)
+        + _card_features(importance)
+        + list(_LIMITATIONS)
+    )
+
+
+def _card_use() -> list[str]:
+    return [
         "## Intended use",
         "",
         f"Ranking partner offers for a customer in the bank's app, purpose `{OFFER_RANKING}` only,",
@@ -177,13 +186,22 @@ def model_card(
         "",
         "nor produce lists of users for a merchant or an offer (an advertising audience).",
         "",
+    ]
+
+
+def _card_data(
+    windows: Mapping[str, str],
+    splits: Mapping[str, Mapping[str, float]],
+    exclusions: Mapping[str, int],
+) -> list[str]:
+    return [
         "## Data windows (by shown_at, UTC)",
         "",
         f"- train: {windows['train_start']} to {windows['train_end']} (labels after the end censored)",
         f"- validation: {windows['train_end']} to {windows['valid_end']}",
         f"- test: {windows['valid_end']} to {windows['test_end']}",
         "",
-        markdown_table(split_rows),
+        markdown_table(pd.DataFrame(splits).T),
         "",
         "## Exposures excluded (by reason; first failing rule wins)",
         "",
@@ -191,6 +209,11 @@ def model_card(
         "|---|---|",
         *[f"| {reason} | {count} |" for reason, count in exclusions.items()],
         "",
+    ]
+
+
+def _card_metrics(metrics: pd.DataFrame, gap: float | None) -> list[str]:
+    lines = [
         "## Test metrics: model vs baselines",
         "",
         "Ranking metrics average over test slates with at least one redemption; ties are broken",
@@ -201,19 +224,29 @@ def model_card(
     ]
     if gap is not None:
         lines += [f"Share of the popularity-to-oracle NDCG@10 gap closed: **{gap:.1%}**.", ""]
-    lines += [
+    return lines
+
+
+def _card_features(importance: Mapping[str, float]) -> list[str]:
+    docs = feature_docs()
+    top = sorted(importance.items(), key=lambda kv: kv[1], reverse=True)[:10]
+    total = float(sum(importance.values())) or 1.0
+    return [
         "## Most important features (gain)",
         "",
         "| feature | share of gain | meaning |",
         "|---|---|---|",
         *[f"| {n} | {v / total:.1%} | {docs.get(n, '')} |" for n, v in top],
         "",
-        "## Limitations",
-        "",
-        "- Labels come from logged slates: the logged position influences redemption, and the",
-        "  model does not see it, so part of the label variance is out of its reach by design.",
-        "- Users without consented history get population-level features only.",
-        "- Metrics on small test windows are noisy; compare runs on the same window (`offers promote`).",
-        "",
     ]
-    return "\n".join(lines)
+
+
+_LIMITATIONS = (
+    "## Limitations",
+    "",
+    "- Labels come from logged slates: the logged position influences redemption, and the",
+    "  model does not see it, so part of the label variance is out of its reach by design.",
+    "- Users without consented history get population-level features only.",
+    "- Metrics on small test windows are noisy; compare runs on the same window (`offers promote`).",
+    "",
+)

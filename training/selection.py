@@ -26,8 +26,8 @@ import pandas as pd
 
 from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 from training.config import TrainConfig
-from training.dataset import NEVER, TEST, TRAIN, VALID, Split, TrainingData
 from training.model import LambdaRankModel
+from training.splits import NEVER, TEST, TRAIN, VALID, Split, TrainingData
 
 POSITION_OBJECTIVES = ("lambdarank",)  # the objectives LightGBM can debias by position
 
@@ -125,21 +125,9 @@ def model_for(
     """The estimator for a config and chosen settings; cut-offs beyond the largest slate go."""
     eval_at = tuple(k for k in config.eval_at if k <= max_slate_size) or (max(1, max_slate_size),)
     return LambdaRankModel(
-        objective=settings["objective"],
-        n_estimators=rounds,
-        learning_rate=config.learning_rate,
-        num_leaves=settings["num_leaves"],
-        min_child_samples=settings["min_child_samples"],
-        feature_fraction=config.feature_fraction,
-        bagging_fraction=config.bagging_fraction,
-        bagging_freq=config.bagging_freq,
-        lambda_l2=config.lambda_l2,
-        eval_at=eval_at,
-        label_gain=config.label_gain,
-        truncation_level=config.truncation_level,
-        early_stopping_rounds=0,
-        seed=config.seed,
-        num_threads=config.num_threads,
+        **config.model_params(
+            settings, n_estimators=rounds, eval_at=eval_at, early_stopping_rounds=0
+        )
     )
 
 

@@ -41,12 +41,12 @@ def train(
     experiment: Annotated[
         str | None, typer.Option("--experiment", help="MLflow experiment (default offer-ranking).")
     ] = None,
-):  # -> training.job.TrainResult
+):  # -> training.train.TrainResult
     """Select settings on time-ordered folds, compare with baselines on the test slates, register
     the same settings refit on every labelled exposure as `challenger`."""
     from offers.tables import metrics_table
-    from training.dataset import KEPT
-    from training.job import train as train_job
+    from training.inputs import KEPT
+    from training.train import train as train_job
 
     settings = load_settings()
     result = train_job(
@@ -101,14 +101,14 @@ def promote(
     config: Annotated[
         Path | None, typer.Option("--config", help="Config with promote_tolerance (.json/.toml).")
     ] = None,
-):  # -> training.job.PromoteResult
+):  # -> training.promote.PromoteResult
     """Move `champion` to the challenger only if it beats popularity on its test slates (paired
     bootstrap, the first promotion too) and does not trail the champion on a window neither
     model learned from.
 
     Exit code: 0 promoted, 1 kept, 2 nothing to promote.
     """
-    from training.job import promote as promote_job
+    from training.promote import promote as promote_job
 
     settings = load_settings()
     step = progress_printer()
@@ -142,9 +142,9 @@ def predict(
         str | None,
         typer.Option("--model", help="models:/offer-ranker@alias or /version (default champion)."),
     ] = None,
-):  # -> training.job.PredictResult
+):  # -> training.predict.PredictResult
     """Point-in-time scores for given rows; rows the policy refuses get a reason, no score."""
-    from training.job import predict as predict_job
+    from training.predict import predict as predict_job
 
     settings = load_settings()
     with console.status("scoring"):

@@ -20,7 +20,8 @@ def analyst_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from features.job import build_snapshot
     from offers.synth import write_synthetic
     from training.config import TrainConfig
-    from training.job import promote, train
+    from training.promote import promote
+    from training.train import train
 
     root = tmp_path_factory.mktemp("analyst")
     home, data = root / "home", root / "data"

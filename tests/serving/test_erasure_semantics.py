@@ -20,8 +20,8 @@ from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS
 from serving.batch import score_batch
 from serving.erase import erase
-from training.dataset import KEPT, policy_reasons
-from training.job import predict
+from training.inputs import KEPT, policy_reasons
+from training.predict import predict
 from training.report import synthetic_input_example
 
 ERASED_AT = datetime(2025, 6, 5, tzinfo=UTC)

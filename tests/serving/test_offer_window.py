@@ -17,7 +17,7 @@ from serving_world import CUTOFF, NOW, World
 from features.backend import connect
 from features.sources import open_sources
 from features.vector import FEATURE_COLUMNS, OFFER_DAYS_LEFT, OFFER_DAYS_SINCE_START
-from training.dataset import feature_matrix
+from training.point_in_time import feature_matrix
 
 WINDOW = [FEATURE_COLUMNS.index(c) for c in (OFFER_DAYS_LEFT, OFFER_DAYS_SINCE_START)]
 HISTORY = [i for i in range(len(FEATURE_COLUMNS)) if i not in WINDOW]

@@ -1,8 +1,8 @@
 """End to end on synthetic data: a champion trained and promoted through the MLflow registry.
 
-One session-scoped world (~1k synthetic users, a snapshot, `training.job.train` + `promote`)
+One session-scoped world (~1k synthetic users, a snapshot, `training.train.train` + `training.promote.promote`)
 serves: the Scorer loading `models:/offer-ranker@champion`, parity of `/v1/rank` with
-`training.job.predict`, a real `offers serve --workers 2` process, and erasure reaching it.
+`training.predict.predict`, a real `offers serve --workers 2` process, and erasure reaching it.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def registered(tmp_path_factory) -> Registered:
         pytest.skip("features.validate.load_tables(tables=...) is not available yet")
     from offers.synth import write_synthetic
     from training.config import TrainConfig
-    from training.job import promote, train
+    from training.promote import promote
+    from training.train import train
 
     root = tmp_path_factory.mktemp("registry")
     home, data = root / "home", root / "data"
@@ -112,7 +113,7 @@ def test_the_scorer_serves_the_registered_champion(registered: Registered) -> No
 
 
 def test_rank_over_http_equals_offers_predict(registered: Registered, tmp_path: Path) -> None:
-    from training.job import predict
+    from training.predict import predict
 
     user = registered.users[0]
     offers = pd.read_parquet(registered.data / "offers.parquet")

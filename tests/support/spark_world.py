@@ -43,7 +43,8 @@ def build_world(root: Path) -> SparkWorld:
     from offers.cli import features_build
     from offers.synth import write_synthetic
     from training.config import TrainConfig
-    from training.job import promote, train
+    from training.promote import promote
+    from training.train import train
 
     home, data = root / "home", root / "data"
     world = SparkWorld(root, home, data, root / "duckdb-features")

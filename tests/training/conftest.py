@@ -55,7 +55,7 @@ def home(tmp_path: Path, mlflow_template: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture(scope="session")
-def synth_data(synth_dir: Path):  # -> training.dataset.TrainingData
+def synth_data(synth_dir: Path):  # -> training.splits.TrainingData
     """The 1k-user training set, built once (tests must not mutate it)."""
     from training.config import TrainConfig
     from training.dataset import build_dataset

@@ -19,7 +19,7 @@ from training.baselines import (
     popularity_scores,
 )
 from training.config import TrainConfig
-from training.dataset import TEST, TRAIN, Split
+from training.splits import TEST, TRAIN, Split
 
 
 def _split(merchants: list[str], y: list[float], X: np.ndarray | None = None) -> Split:

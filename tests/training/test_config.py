@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from features.definitions import HALF_LIFE_PARAM
 from training.config import TrainConfig
+from training.model import LambdaRankModel
 
 
 def test_defaults_are_sane() -> None:
@@ -57,3 +59,34 @@ def test_the_selection_grid_accepts_one_value_or_a_list_and_refuses_unknown_obje
         TrainConfig(num_leaves=())
     with pytest.raises(ValueError, match="n_folds"):
         TrainConfig(n_folds=0)
+
+
+def test_model_params_hand_every_lightgbm_setting_to_the_model() -> None:
+    """Each hyper-parameter of the model comes from the config or from the selection, by name."""
+    config = TrainConfig(learning_rate=0.1, lambda_l2=2.0, truncation_level=9, seed=7)
+    settings = {"objective": "binary", "num_leaves": 7, "min_child_samples": 5}
+    chosen = {"n_estimators": 12, "eval_at": (5,), "early_stopping_rounds": 0}
+    model = LambdaRankModel(**config.model_params(settings, **chosen))
+    assert model.get_params() == {
+        "objective": "binary",
+        "n_estimators": 12,
+        "learning_rate": 0.1,
+        "num_leaves": 7,
+        "min_child_samples": 5,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 2.0,
+        "eval_at": (5,),
+        "label_gain": (0.0, 1.0),
+        "truncation_level": 9,
+        "early_stopping_rounds": 0,
+        "seed": 7,
+        "num_threads": 2,
+    }
+    assert set(config.model_params()) <= set(model.get_params())
+
+
+def test_half_life_is_recorded_under_the_key_promote_and_predict_read() -> None:
+    """Run params come from the field names; the readers look the half-life up by its key."""
+    assert TrainConfig(half_life_days=12.5).as_params()[HALF_LIFE_PARAM] == "12.5"

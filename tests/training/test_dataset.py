@@ -20,19 +20,9 @@ from policy import SENSITIVE_MCCS
 from tests.support import frames as f
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.dataset import (
-    KEPT,
-    REASON_OUTSIDE,
-    REASON_SENSITIVE,
-    REASON_WITHDRAWN,
-    SPLITS,
-    TEST,
-    TRAIN,
-    VALID,
-    Windows,
-    build_dataset,
-    resolve_windows,
-)
+from training.dataset import REASON_OUTSIDE, build_dataset
+from training.inputs import KEPT, REASON_SENSITIVE, REASON_WITHDRAWN
+from training.splits import SPLITS, TEST, TRAIN, VALID, Windows, resolve_windows
 
 CONFIG = TrainConfig(
     train_end="2025-06-01T00:00:00Z", valid_end="2025-08-01T00:00:00Z", test_end="2025-10-01"

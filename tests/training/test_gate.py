@@ -16,7 +16,8 @@ from features import tracking
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
 from training.gate import GateResult, gate_refusal, paired_bootstrap, recorded_gate
-from training.job import promote, train
+from training.promote import promote
+from training.train import train
 
 ONE_BELOW = 1 / math.log2(3)  # NDCG of a slate whose only positive sits second
 

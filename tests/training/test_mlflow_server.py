@@ -17,7 +17,7 @@ from features.vector import FEATURE_COLUMNS
 from offers.cli import mlflow_ui_command
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.job import train
+from training.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -18,15 +18,10 @@ from features import contract as c
 from features.erasures import record_erasure
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.dataset import (
-    KEPT,
-    REASON_WITHDRAWN,
-    SPLITS,
-    build_dataset,
-    load_inputs,
-    policy_reasons,
-)
-from training.job import fit_ranker
+from training.dataset import build_dataset
+from training.inputs import KEPT, REASON_WITHDRAWN, load_inputs, policy_reasons
+from training.splits import SPLITS
+from training.train import fit_ranker
 
 pytestmark = pytest.mark.slow
 # Selection on folds and the refit both run; two objectives (one with its own random stream) and

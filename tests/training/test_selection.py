@@ -8,7 +8,6 @@ import pytest
 
 from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
 from training.config import TrainConfig
-from training.dataset import NEVER, Split
 from training.selection import (
     candidates,
     development,
@@ -20,6 +19,7 @@ from training.selection import (
     pooled_curve,
     select,
 )
+from training.splits import NEVER, Split
 
 DAY = 86_400 * 10**9
 

@@ -26,8 +26,9 @@ from offers import cli
 from policy import BANNED_PURPOSES, SENSITIVE_MCCS, policy_version
 from training import report
 from training.config import TrainConfig
-from training.dataset import KEPT, TEST
-from training.job import TrainResult
+from training.inputs import KEPT
+from training.splits import TEST
+from training.train import TrainResult
 
 pytestmark = pytest.mark.slow
 USER_ID_PATTERN = re.compile(rb"u\d{6}")  # synthetic user ids: u000123
