@@ -91,3 +91,18 @@ def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
         "def f():\n    from serving import app\n    from . import sibling\n"
     )
     assert [n for _, n in _imports(src)] == ["os", "features", "serving"]
+
+
+def test_only_the_tracking_package_talks_to_mlflow() -> None:
+    """One place knows MLflow's API; everything else asks features.tracking."""
+    tracking = REPO_ROOT / "features" / "tracking"
+    bad = [
+        f"{path.relative_to(REPO_ROOT)}:{line} imports mlflow"
+        for package in sorted(PROJECT)
+        for path in _sources(package)
+        if tracking not in path.parents
+        for line, name in _imports(path)
+        if name == "mlflow"
+    ]
+    assert not bad, "\n".join(bad)
+    assert any(name == "mlflow" for p in _sources("features/tracking") for _, name in _imports(p))
