@@ -56,8 +56,14 @@ from training.baselines import fit_baselines  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.dataset import build_dataset  # noqa: E402
 from training.metrics import per_slate  # noqa: E402
+from training.selection import (  # noqa: E402
+    Selection,
+    candidates,
+    development,
+    fit_selected,
+)
 from training.splits import TEST, TRAIN, VALID, Split, Windows  # noqa: E402
-from training.train import fit_ranker, train  # noqa: E402
+from training.train import train  # noqa: E402
 from training.versions import columns_for  # noqa: E402
 
 DEV_CUTOFF = pd.Timestamp("2017-10-30", tz="UTC")  # never evaluate or tune on later data
@@ -221,7 +227,9 @@ def _scores(
     scores = {MODEL: ranker.booster.predict(columns_for(test.X, ranker.feature_columns))}
     baselines = fit_baselines(data.splits[TRAIN], config, with_oracle=False)
     scores.update({name: score(test) for name, score in baselines.items()})
-    refit = fit_ranker(data, config.with_overrides(n_estimators=REFIT_ROUNDS))
+    # Learns only from slates before the test window (train's own refit would see it too).
+    fixed = Selection(candidates(config)[0], REFIT_ROUNDS, float("nan"), [])
+    refit = fit_selected(development(data), config, fixed, data.max_slate_size)
     scores[REFIT] = refit.predict(test.X)
     return {n: slate_ndcg(test, s, seed=config.seed) for n, s in scores.items()}, test
 
