@@ -90,7 +90,9 @@ def user_gates(
         for d in births.dropna().unique()
     }
     adult = births.map(adult_by_birth)
-    withdrawn = withdrawn_users(windows, run_time) | {u for u, t in erased.items() if t <= run_time}
+    # A recorded erasure is final whatever its timestamp (policy.md, Erasure): one semantics with
+    # explain, serving and training, even for a job run as of an earlier instant.
+    withdrawn = withdrawn_users(windows, run_time) | set(erased)
     user_ids = users[USER_ID].astype(str)
     frame = pd.DataFrame(
         {

@@ -154,5 +154,5 @@ def register_sources(
         gates=con.create_table("user_gates", gates, overwrite=True),
         pending_digests={} if digests is None else digests,
         run_time=run_time,
-        n_erased=sum(1 for t in erased.values() if t <= run_time),
+        n_erased=len(erased),
     )

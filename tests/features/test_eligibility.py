@@ -95,3 +95,17 @@ def test_gates_mark_adulthood_objection_and_erasure():
         "unknown": False,
         "erased": True,
     }
+
+
+def test_a_recorded_erasure_withdraws_the_user_whatever_its_timestamp():
+    """A job run as of an earlier instant (a backtest, a skewed clock) still leaves them out."""
+    frame = users(
+        ["early", "late"], birth={"early": dt.date(1980, 1, 1), "late": dt.date(1980, 1, 1)}
+    )
+    windows = consent_windows(
+        consents([{"user_id": u, "granted_at": "2024-01-01"} for u in ("early", "late")])
+    )
+    run = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    erased = {"early": run - dt.timedelta(days=1), "late": run + dt.timedelta(days=30)}
+    gates = user_gates(frame, windows, run, erased=erased).set_index("user_id")
+    assert gates["withdrawn"].to_dict() == {"early": True, "late": True}
