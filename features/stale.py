@@ -2,17 +2,20 @@
 
 A killed process runs no cleanup (no `finally`, no finaliser), so snapshot staging folders,
 pointer temp files and DuckDB spill folders can outlive it, and staging holds users' rows. Each
-name carries `<pid>-<start ms>` of the process that made it; a later job removes exactly those
+name carries `<pid>-<start>` of the process that made it; a later job removes exactly those
 whose owner is gone, never a live job's work (the start time tells a reused pid apart).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import psutil
+
+from features.processes import start_ticks
 
 STAGING_PREFIX = ".staging-"  # snapshot folders written aside, in the features folder
 POINTER_PREFIX = ".CURRENT."  # the CURRENT pointer written aside
@@ -20,9 +23,9 @@ SPILL_PREFIXES = ("offers-duckdb-", "offers-spark-")  # engine scratch, in the t
 
 
 def owner_tag() -> str:
-    """`<pid>-<start ms>` of this process, for names of things written aside."""
-    me = psutil.Process()
-    return f"{me.pid}-{int(me.create_time() * 1000)}"
+    """`<pid>-<start>` of this process, for names of things written aside."""
+    pid = os.getpid()
+    return f"{pid}-{start_ticks(pid)}"
 
 
 def _owner_alive(rest: str) -> bool | None:
@@ -30,12 +33,11 @@ def _owner_alive(rest: str) -> bool | None:
     parts = rest.split("-")
     if len(parts) < 3 or not (parts[0].isdigit() and parts[1].isdigit()):
         return None
-    try:
-        return int(psutil.Process(int(parts[0])).create_time() * 1000) == int(parts[1])
-    except psutil.NoSuchProcess:
+    pid = int(parts[0])
+    if not psutil.pid_exists(pid):
         return False
-    except psutil.Error:  # no access to it: someone's live process, leave its files alone
-        return True
+    started = start_ticks(pid)
+    return started == "" or started == parts[1]  # unreadable: someone's live process, keep
 
 
 def _remove(path: Path) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
+from features.processes import start_ticks
 from features.tracking.names import (
     EXPERIMENT,
     MODEL_NAME,
@@ -22,20 +22,11 @@ from features.tracking.names import (
 from features.tracking.store import client
 
 
-def _proc_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot ('' where /proc is missing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22: starttime
-
-
 def process_tags(pid: int) -> dict[str, str]:
     """Who starts a run: its pid, host and process start time (tags read by `_gone`)."""
     import socket
 
-    return {TAG_PID: str(pid), TAG_HOST: socket.gethostname(), TAG_PROC_START: _proc_start(pid)}
+    return {TAG_PID: str(pid), TAG_HOST: socket.gethostname(), TAG_PROC_START: start_ticks(pid)}
 
 
 def _gone(tags: Mapping[str, str]) -> bool:
@@ -52,7 +43,7 @@ def _gone(tags: Mapping[str, str]) -> bool:
     except PermissionError:
         pass  # alive, another user's
     started = tags.get(TAG_PROC_START, "")
-    return bool(started) and _proc_start(pid) not in ("", started)
+    return bool(started) and start_ticks(pid) not in ("", started)
 
 
 @dataclass(frozen=True)

@@ -166,3 +166,17 @@ def test_sweeping_spares_live_owners(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp.iterdir()) == sorted(
         [f"offers-duckdb-{mine}-f", "offers-duckdb-legacy", f"other-{dead}-i"]
     )
+
+
+def test_a_live_owner_stays_alive_when_the_boot_time_reading_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/proc/stat's btime follows the wall clock and can move by a second between reads: the
+    owner's identity must not depend on it, or a running job's spill folder is swept."""
+    import psutil._pslinux as pslinux
+
+    spill = tmp_path / f"offers-duckdb-{stale.owner_tag()}-x"
+    spill.mkdir()
+    real = pslinux.boot_time
+    monkeypatch.setattr(pslinux, "boot_time", lambda: real() + 1.0)
+    assert stale.sweep_spill(tmp_path) == [] and spill.is_dir()
