@@ -34,11 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from features.contract import EXPERIMENT_ARMS
+
 EXPERIMENTS_DIR = "experiments"  # under OFFERS_HOME
 CHAMPION_ARM = "champion"
 CHALLENGER_ARM = "challenger"
 HOLDOUT_ARM = "holdout"
-ARMS = (CHAMPION_ARM, CHALLENGER_ARM, HOLDOUT_ARM)
+ARMS = EXPERIMENT_ARMS  # champion, challenger, holdout: the data contract's arm values
 DEFAULT_EXPLORATION = 0.1
 MAX_EXPLORATION = 0.5  # beyond: most traffic would be random slates
 SHARE_TOLERANCE = 1e-9
