@@ -18,9 +18,7 @@ Loading and its checks live in serving.state, the HTTP body schema in serving.re
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from serving.arms import ArmStates, load_arms, rank_in_experiment
 from serving.audit import AuditLog, new_request_id
 from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
 from serving.results import RankedOffer, RankResult
-from serving.state import ModelLoader, ServingState, load_state, watched_paths
+from serving.state import ModelLoader, ServingState, load_state, mark_reload
 from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
 
 log = logging.getLogger(__name__)
@@ -165,11 +163,7 @@ class Scorer:
         `POST /v1/reload` reaches one worker of `offers serve --workers N`; the marker it
         replaces is what the other workers' ReloadWatchers see.
         """
-        marker = watched_paths(self.home)[1]
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
-        tmp.write_text(f"{datetime.now(UTC).isoformat()} pid {os.getpid()}\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        mark_reload(self.home)
         return self.reload()
 
     # ------------------------------------------------------------------ requests

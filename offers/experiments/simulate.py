@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -44,7 +45,13 @@ SIM_NAME = "sim"
 PURPOSE = "offer_ranking"
 REQUEST_TIME = "request_time"
 CANDIDATE_TRAFFIC = (CHAMPION_ARM, HOLDOUT_ARM)  # the challenger judged before it is served
-QUANTITIES = ("champion_vs_holdout", "challenger_vs_holdout", "challenger_vs_champion", "ips", "snips")
+QUANTITIES = (
+    "champion_vs_holdout",
+    "challenger_vs_holdout",
+    "challenger_vs_champion",
+    "ips",
+    "snips",
+)
 
 
 @dataclass
@@ -165,14 +172,20 @@ def estimate_once(
 
 def _candidate_truth(truths: Truths, slates: pd.DataFrame) -> float:
     v = truths.values.set_index([c.USER_ID, REQUEST_TIME])[f"v_{CHALLENGER_ARM}"]
-    keys = list(zip(slates[c.USER_ID], slates[c.SHOWN_AT].map(lambda t: t.to_pydatetime()), strict=True))
+    keys = list(
+        zip(slates[c.USER_ID], slates[c.SHOWN_AT].map(lambda t: t.to_pydatetime()), strict=True)
+    )
     return float(v.loc[keys].mean())
 
 
 def coverage_study(
-    world: SimWorld, seeds: range | list[int], resamples: int = DEFAULT_RESAMPLES
+    world: SimWorld,
+    seeds: range | list[int],
+    resamples: int = DEFAULT_RESAMPLES,
+    keep_last: bool = False,
 ) -> pd.DataFrame:
-    """One row per (seed, quantity): estimate, interval, truth, covered."""
+    """One row per (seed, quantity): estimate, interval, truth, covered (`keep_last`: the last
+    seed's logged exposures in `.attrs["logged"]`)."""
     scorer = sim_scorer(world, seeds[0])
     truths = true_values(world, scorer)
     rows = []
@@ -182,4 +195,18 @@ def coverage_study(
             rows.append({"seed": seed, "quantity": name, **e,
                          "covered": e["low"] <= e["truth"] <= e["high"]})  # fmt: skip
     scorer.audit.close()
-    return pd.DataFrame(rows)
+    study = pd.DataFrame(rows)
+    if keep_last:
+        study.attrs["logged"] = logged
+    return study
+
+
+def append_logged(world: SimWorld, logged: pd.DataFrame) -> Path:
+    """The simulated log as the offer service would report it: appended to DATA/exposures."""
+    path = world.data / f"{c.EXPOSURES}.parquet"
+    history = pd.read_parquet(path)
+    logged = logged.astype({c.POSITION: history[c.POSITION].dtype})
+    for col in (c.SHOWN_AT, c.REDEEMED_AT):
+        logged[col] = logged[col].astype(history[col].dtype)
+    pd.concat([history, logged], ignore_index=True).to_parquet(path, index=False)
+    return path

@@ -26,7 +26,13 @@ from features.backend import connect
 from features.snapshot import load_snapshot, publish_snapshot
 from features.sources import register_sources
 from features.tracking import RegisteredRanker
-from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
+from features.vector import (
+    CATEGORICAL_COLUMNS,
+    FEATURE_COLUMNS,
+    FeatureSource,
+    OfferArrays,
+    assemble,
+)
 from offers.synth import SynthWorld, generate_world
 from offers.synth.oracle import (
     TARGET_REDEMPTION_RATE,
@@ -106,6 +112,23 @@ class SimWorld:
         seen = Exposure(users, shown, w.offers.merchant[offers], w.offers.reward[offers], position)
         z = redeem_logit(w.catalog, w.merchants, w.people, w.txns, seen, w.days)
         return sigmoid(z + self.intercept)
+
+
+def register_models(world: SimWorld) -> dict[str, str]:
+    """Log and register the two models in MLflow under the sim's home (aliases champion and
+    challenger), so `offers serve` and `offers experiment report --candidate` find them there.
+    The input example is synthetic (zeros), as every registered model's is."""
+    from features import tracking
+
+    example = pd.DataFrame(np.zeros((2, len(FEATURE_COLUMNS))), columns=list(FEATURE_COLUMNS))
+    tags = {tracking.TAG_POLICY_VERSION: policy_version()}
+    versions = {}
+    for alias in (CHAMPION_ARM, CHALLENGER_ARM):
+        with tracking.start_run(world.home, run_name=f"sim-{alias}") as run:
+            uri = run.log_ranker(world.boosters[alias], FEATURE_COLUMNS, example)
+            run_id = run.run_id
+        versions[alias] = tracking.register_version(world.home, uri, run_id, tags, alias)
+    return versions
 
 
 def build_sim_world(root: Path, config: SimConfig | None = None) -> SimWorld:
@@ -197,4 +220,3 @@ def _requests(
             at = start + timedelta(days=7 * week + day, hours=REQUEST_HOUR)
             out.append((at, [u for u, d in zip(users, weekday, strict=True) if d == day]))
     return [(at, members) for at, members in out if members]
-

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from features.contract import ARM, EXPERIMENT, EXPOSURES, PROPENSITY
-from features.validate import Rule, load_tables, validate_dir
+from features.validate import load_tables, validate_dir
 from offers.synth import generate
 
 
