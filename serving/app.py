@@ -27,6 +27,7 @@ from features.home import HOME_ENV as HOME_ENV  # offers.cli imports it from her
 from features.home import resolve_home
 from features.tracking import CHAMPION
 from serving.audit import AuditUnavailable
+from serving.experiments_api import add_experiment_routes
 from serving.auth import (
     ADMIN_TOKEN,
     API_TOKEN,
@@ -224,6 +225,7 @@ def _add_routes(app: FastAPI, public_docs: bool) -> None:
     app.add_api_route(
         "/v1/reload", reload, methods=["POST"], tags=["ops"], dependencies=[ADMIN_TOKEN]
     )
+    add_experiment_routes(app)  # admin: list, create, stop experiments
 
 
 @asynccontextmanager
