@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from offers.cli.common import UserError, console, parse_instant
 from offers.settings import load_settings
@@ -119,11 +119,13 @@ def report(
 
 
 def _print_report(result) -> None:
-    arms = Table("arm", *map(str, result.arms.columns))
+    arms = Table(*map(str, result.arms.columns))
+    arms.columns.insert(0, Column("arm", no_wrap=True))
     for arm, row in result.arms.iterrows():
         arms.add_row(str(arm), *(f"{v:.4g}" for v in row))
     console.print(arms)
-    lifts = Table("comparison", "lift per user [95% CI]", "incremental redemptions [95% CI]")
+    lifts = Table("lift per user [95% CI]", "incremental redemptions [95% CI]")
+    lifts.columns.insert(0, Column("comparison", no_wrap=True))
     for key, (per, inc) in result.lifts.items():
         lifts.add_row(key, f"{per.value:+.4f} [{per.low:+.4f}, {per.high:+.4f}]",
                       f"{inc.value:+.1f} [{inc.low:+.1f}, {inc.high:+.1f}]")  # fmt: skip
@@ -166,7 +168,8 @@ def simulate(
     summary = study.groupby("quantity", sort=False).agg(
         covered=("covered", "mean"), truth=("truth", "mean"), estimate=("value", "mean"),
         low=("low", "mean"), high=("high", "mean"))  # fmt: skip
-    table = Table("quantity", "coverage", "mean truth", "mean estimate", "mean 95% CI")
+    table = Table("coverage", "mean truth", "mean estimate", "mean 95% CI")
+    table.columns.insert(0, Column("quantity", no_wrap=True))
     for q, r in summary.iterrows():
         table.add_row(str(q), f"{r.covered:.0%}", f"{r.truth:.4f}", f"{r.estimate:.4f}",
                       f"[{r.low:.4f}, {r.high:.4f}]")  # fmt: skip

@@ -18,7 +18,7 @@ deterministic ranking c; IPS and SNIPS estimate it from the logged propensities.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -77,7 +77,7 @@ def experiment_for(world: SimWorld, seed: int) -> Experiment:
 def sim_scorer(world: SimWorld, seed: int = 0) -> Scorer:
     """The production Scorer on the sim's home, with the seed's experiment stored."""
     save_experiment(world.home, experiment_for(world, seed), now=world.start - timedelta(seconds=1))
-    audit = AuditLog(world.root / "audit", sync=SYNC_INTERVAL)
+    audit = AuditLog(world.home / "audit", sync=SYNC_INTERVAL)
     return Scorer(world.home, world.data, model_loader=world.loader, audit=audit,
                   allow_past_now=True)  # fmt: skip
 
@@ -121,8 +121,10 @@ def _p_matrix(
 
 def serve_once(world: SimWorld, scorer: Scorer, seed: int) -> pd.DataFrame:
     """One simulated experiment: every request served by the Scorer, redemptions drawn."""
-    save_experiment(world.home, experiment_for(world, seed), now=world.start - timedelta(seconds=1))
-    scorer.reload()
+    experiment = experiment_for(world, seed)
+    save_experiment(world.home, experiment, now=world.start - timedelta(seconds=1))
+    # Only the experiment changed: swap it in without reloading the snapshot and models.
+    scorer.arms = replace(scorer.arms, experiments=(experiment,))
     rows = []
     for at, users in world.requests:
         for r in scorer.rank_many(users, PURPOSE, world.config.k, now=at):
