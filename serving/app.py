@@ -27,7 +27,6 @@ from features.home import HOME_ENV as HOME_ENV  # offers.cli imports it from her
 from features.home import resolve_home
 from features.tracking import CHAMPION
 from serving.audit import AuditUnavailable
-from serving.experiments_api import add_experiment_routes
 from serving.auth import (
     ADMIN_TOKEN,
     API_TOKEN,
@@ -38,6 +37,7 @@ from serving.auth import (
     unauthorized,
 )
 from serving.auth import read_tokens as read_tokens  # offers.cli imports it from here
+from serving.experiments_api import add_experiment_routes
 from serving.limits import Limits, RequestGuard, limits_from_env
 from serving.results import RankAllowed, RankDenied
 from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer, decision_time
