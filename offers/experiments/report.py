@@ -10,8 +10,6 @@ MLflow run through features.tracking. The numbers come from offers.experiments.a
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from serving.experiments import (
     experiments_dir,
     find_experiment,
 )
+from serving.outputs import write_output
 from serving.scorer import Scorer
 from serving.state import ModelLoader
 
@@ -153,15 +152,9 @@ def candidate_rankings(
 
 
 def _write_users(home: Path, name: str, users: pd.DataFrame) -> Path:
-    """Aside, then renamed: a reader never sees half a table."""
+    """Recorded and written aside, then renamed (serving.outputs): erasure reaches it."""
     path = experiments_dir(home) / name / USERS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        users.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_output(users, path, home)
     return path
 
 
