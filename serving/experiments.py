@@ -207,12 +207,6 @@ def explore(experiment: Experiment, user_id: str, now: datetime, n: int, k: int)
     return Shown(order.astype(np.int64), propensity, explored)
 
 
-def propensity_of(eps: float, n: int, arm_rank: np.ndarray, position: np.ndarray) -> np.ndarray:
-    """The logging propensity of offers the arm ranked at `arm_rank` shown at `position` (both
-    1-based; 0 = the arm's ranking did not hold the offer in its first k)."""
-    return (1 - eps) * (arm_rank == position) + eps / n
-
-
 # ------------------------------------------------------------------------------ storage
 
 

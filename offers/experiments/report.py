@@ -10,6 +10,7 @@ MLflow run through features.tracking. The numbers come from offers.experiments.a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.appendlog import BadLine
 from features.contract import ARM, EXPERIMENT, EXPOSURES, SHOWN_AT, SLATE_ID, USER_ID
 from features.erasures import read_erasures
 from features.validate import load_tables
@@ -46,6 +48,7 @@ from serving.scorer import Scorer
 from serving.state import ModelLoader
 
 USERS_FILE = "users.parquet"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -161,7 +164,11 @@ def _write_users(home: Path, name: str, users: pd.DataFrame) -> Path:
 def served_versions(home: Path, name: str) -> dict[str, str]:
     """Which model version served each arm, from the audit records (the last one seen)."""
     versions: dict[str, str] = {}
-    for record in AuditLog(home / "audit").records():
+
+    def torn(bad: BadLine) -> None:  # a torn line costs only itself (serving.audit)
+        log.warning("audit: %s skipped while looking up served versions", bad)
+
+    for record in AuditLog(home / "audit").records(on_bad=torn):
         if record.get("experiment") == name and record.get("arm") != HOLDOUT_ARM:
             versions[record["arm"]] = str(record["model"]["version"])
     return versions
