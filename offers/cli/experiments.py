@@ -138,8 +138,8 @@ def _print_report(result) -> None:
     for key, e in result.off_policy.items():
         console.print(f"{key} of {result.candidate}: {e.value:.4f} redemptions per slate "
                       f"[{e.low:.4f}, {e.high:.4f}]")  # fmt: skip
-    if result.erased_users:
-        console.print(f"{result.erased_users} erased users left out")
+    if result.left_out_users:
+        console.print(f"{result.left_out_users} users left out (erased or withdrawn)")
     console.print(f"per-user table: {result.users_file}")
 
 

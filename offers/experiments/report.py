@@ -1,8 +1,8 @@
 """`offers experiment report NAME`: read the logged exposures, compute, write, log to MLflow.
 
 Reads (the I/O edge): the definition (OFFERS_HOME/experiments/NAME.json), the exposures table
-of DATA_DIR through the data contract, the erasure register (an erased user leaves the analysis,
-counted), the audit log (which model version served each arm), and for off-policy estimates a
+of DATA_DIR through the data contract, the consents and the erasure register (a user erased or
+withdrawn when the report runs leaves the analysis, counted, as they leave training sets), the audit log (which model version served each arm), and for off-policy estimates a
 candidate model from the registry. Writes the per-user table to
 OFFERS_HOME/experiments/NAME/users.parquet (the notebook reads it; erasure sweeps it) and one
 MLflow run through features.tracking. The numbers come from offers.experiments.analysis.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from features.appendlog import BadLine
-from features.contract import ARM, EXPERIMENT, EXPOSURES, SHOWN_AT, SLATE_ID, USER_ID
+from features.contract import ARM, CONSENTS, EXPERIMENT, EXPOSURES, SHOWN_AT, SLATE_ID, USER_ID
+from features.eligibility import consent_windows, withdrawn_users
 from features.erasures import read_erasures
 from features.validate import load_tables
 from offers.experiments.analysis import (
@@ -57,7 +59,7 @@ class ExperimentReport:
     arms: pd.DataFrame
     lifts: dict[str, tuple[Estimate, Estimate]]  # name -> (per user, incremental)
     srm: dict[str, float]
-    erased_users: int
+    left_out_users: int  # erased or withdrawn when the report ran
     off_policy: dict[str, Estimate] = field(default_factory=dict)
     candidate: str = ""
     users_file: Path | None = None
@@ -88,13 +90,18 @@ def comparisons(arms: Sequence[str]) -> dict[str, tuple[str, str]]:
 
 
 def logged_rows(home: Path, data_dir: Path, name: str) -> tuple[pd.DataFrame, int]:
-    """The experiment's exposure rows (validated), without erased users (and how many)."""
-    exposures = load_tables(data_dir, tables=(EXPOSURES,))[EXPOSURES]
+    """The experiment's exposure rows (validated), without users erased or withdrawn now (and
+    how many of those there were)."""
+    frames = load_tables(data_dir, tables=(CONSENTS, EXPOSURES))
+    exposures = frames[EXPOSURES]
     logged = exposures[exposures[EXPERIMENT] == name]
     if logged.empty:
         raise ReportError(f"no exposures of experiment {name!r} in {data_dir}/{EXPOSURES}")
-    erased = read_erasures(home / "erasures")
-    gone = logged[USER_ID].isin(list(erased))
+    now = datetime.now(UTC)
+    gone_ids = set(read_erasures(home / "erasures")) | withdrawn_users(
+        consent_windows(frames[CONSENTS]), now
+    )
+    gone = logged[USER_ID].isin(list(gone_ids))
     return logged.loc[~gone].reset_index(drop=True), int(logged.loc[gone, USER_ID].nunique())
 
 
@@ -110,7 +117,7 @@ def experiment_report(
 ) -> ExperimentReport:
     """The report's numbers (no MLflow: see `log_report`); writes the per-user table."""
     experiment = find_experiment(home, name)
-    logged, erased = logged_rows(home, data_dir, name)
+    logged, left_out = logged_rows(home, data_dir, name)
     users = per_user(logged)
     rng = np.random.default_rng(seed)
     lifts = {
@@ -122,7 +129,7 @@ def experiment_report(
         arm_table(users, experiment.arms),
         lifts,
         sample_ratio_mismatch(users, experiment.shares),
-        erased,
+        left_out,
     )
     if candidate:
         traffic = logged[logged[ARM].isin(list(on_arms or experiment.arms))]
@@ -181,7 +188,7 @@ def log_report(home: Path, report: ExperimentReport) -> str:
     exp = report.experiment
     params: dict[str, Any] = {
         "experiment": exp.name, "start": exp.start.isoformat(), "end": exp.end.isoformat(),
-        "exploration": exp.exploration, "erased_users_excluded": report.erased_users,
+        "exploration": exp.exploration, "users_left_out": report.left_out_users,
         **{f"share.{a}": s for a, s in exp.shares.items()},
     }  # fmt: skip
     versions = served_versions(home, exp.name)

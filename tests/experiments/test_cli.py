@@ -67,13 +67,22 @@ def test_report_logs_to_mlflow_and_erasure_reaches_its_output(simulated: Path) -
     assert "online.sim.champion.redemptions_per_user" in champion["tags"]
     assert not any("user" in k and "u0" in str(v) for k, v in metrics.items())
     users_file = sim / "home" / "experiments" / "sim" / "users.parquet"
+    before = experiment_report(sim / "home", sim / "data", "sim", resamples=50)
     users = pd.read_parquet(users_file)
-    victim = users[c.USER_ID].iloc[0]
+    victim, quitter = users[c.USER_ID].iloc[0], users[c.USER_ID].iloc[1]
     receipt = erase(sim / "home", sim / "data", victim)
     stores = {s.store: s for s in receipt.stores}
     assert stores["experiment output"].rows_removed == 1 and receipt.complete
     assert victim not in set(pd.read_parquet(users_file)[c.USER_ID])
     again = experiment_report(sim / "home", sim / "data", "sim", resamples=50)
-    assert again.erased_users == 1
+    assert again.left_out_users == before.left_out_users + 1
     assert victim not in set(pd.read_parquet(users_file)[c.USER_ID])
     assert int(again.arms["users"].sum()) == len(users) - 1
+    # a withdrawal (the latest consent revoked) leaves the analysis as an erasure does
+    consents = pd.read_parquet(sim / "data" / "consents.parquet")
+    mine = consents[c.USER_ID] == quitter
+    consents.loc[mine, c.REVOKED_AT] = consents.loc[mine, c.GRANTED_AT] + pd.Timedelta(days=1)
+    consents.to_parquet(sim / "data" / "consents.parquet", index=False)
+    third = experiment_report(sim / "home", sim / "data", "sim", resamples=50)
+    assert third.left_out_users == before.left_out_users + 2
+    assert quitter not in set(pd.read_parquet(users_file)[c.USER_ID])

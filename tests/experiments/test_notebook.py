@@ -27,7 +27,7 @@ def test_the_notebook_executes(simulated: Path, monkeypatch: pytest.MonkeyPatch)
                    resources={"metadata": {"path": str(simulated)}}).execute()  # fmt: skip
     text = json.dumps([cell.get("outputs", []) for cell in book.cells])
     for expected in ("champion_vs_holdout", "challenger_vs_champion", "sample ratio: chi2",
-                     "ips of challenger", "0 erased users"):  # fmt: skip
+                     "ips of challenger", "users left out (erased or withdrawn)"):  # fmt: skip
         assert expected in text
     images = sum("image/png" in o.get("data", {}) for c in book.cells for o in c.get("outputs", []))
     assert images == 1
