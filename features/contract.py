@@ -47,6 +47,12 @@ SHOWN_AT = "shown_at"
 SLATE_ID = "slate_id"
 POSITION = "position"
 REDEEMED_AT = "redeemed_at"
+# Optional exposure columns of online experiments (serving/experiments.py): which experiment and
+# arm served the slate, and the logging policy's probability of that offer at that position.
+EXPERIMENT = "experiment"
+ARM = "arm"
+PROPENSITY = "propensity"
+EXPERIMENT_ARMS = ("champion", "challenger", "holdout")  # serving.experiments.ARMS
 
 # Synthetic data only: the hidden redemption probability, kept apart from the contract tables.
 ORACLE = "oracle"
@@ -111,6 +117,9 @@ SCHEMAS: dict[str, tuple[Column, ...]] = {
         Column(SLATE_ID, Kind.STRING, required=False, nullable=True),
         Column(POSITION, Kind.INT, required=False, nullable=True),
         Column(REDEEMED_AT, Kind.TIMESTAMP, nullable=True),
+        Column(EXPERIMENT, Kind.STRING, required=False, nullable=True),
+        Column(ARM, Kind.STRING, required=False, nullable=True),
+        Column(PROPENSITY, Kind.FLOAT, required=False, nullable=True),
     ),
 }
 

@@ -45,6 +45,10 @@ class Rule(StrEnum):
     USER_REJECTED = "user_rejected"
     UNKNOWN_OFFER = "unknown_offer"
     OFFER_REJECTED = "offer_rejected"
+    PROPENSITY_OUT_OF_RANGE = "propensity_out_of_range"
+    UNKNOWN_ARM = "unknown_arm"
+    EXPERIMENT_NOT_NAMED = "experiment_not_named"
+    ARM_MISSING = "arm_missing"
 
 
 RULE_TEXT: dict[Rule, str] = {
@@ -72,6 +76,10 @@ RULE_TEXT: dict[Rule, str] = {
     Rule.USER_REJECTED: "the user's row in users was rejected",
     Rule.UNKNOWN_OFFER: "offer_id must exist in offers",
     Rule.OFFER_REJECTED: "the offer's row in offers was rejected",
+    Rule.PROPENSITY_OUT_OF_RANGE: "propensity must be in (0, 1]",
+    Rule.UNKNOWN_ARM: "arm must be champion, challenger or holdout",
+    Rule.EXPERIMENT_NOT_NAMED: "a row with an arm or a propensity must name its experiment",
+    Rule.ARM_MISSING: "a row naming an experiment must name its arm",
 }
 
 FILE_RULES = frozenset(

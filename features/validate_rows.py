@@ -14,13 +14,18 @@ import pandas as pd
 import pyarrow as pa
 
 from features.contract import (
+    ARM,
     CONSENTS,
     ENDS_AT,
+    EXPERIMENT,
+    EXPERIMENT_ARMS,
     EXPIRES_AT,
+    EXPOSURES,
     GRANTED_AT,
     LOOKBACK_DAYS,
     MCC,
     OFFERS,
+    PROPENSITY,
     REVOKED_AT,
     SCHEMAS,
     STARTS_AT,
@@ -28,7 +33,13 @@ from features.contract import (
     Kind,
 )
 from features.io import MissingTableError, read_raw, table_path
-from features.validate_parse import PARSERS, absent_column, as_mask, duplicated_keys, isin_strings
+from features.validate_parse import (
+    PARSERS,
+    absent_column,
+    as_mask,
+    duplicated_keys,
+    isin_strings,
+)
 from features.validate_report import Rule, Violation, brief
 from policy.consent import DEFAULT_LOOKBACK_DAYS
 
@@ -128,6 +139,8 @@ def check_rows(t: CheckedTable, notes: list[str]) -> None:
         _check_consents(t, notes)
     if t.name == OFFERS:
         _check_offers(t)
+    if t.name == EXPOSURES:
+        _check_experiment_columns(t)
 
 
 def _check_columns(t: CheckedTable, notes: list[str]) -> None:
@@ -189,6 +202,24 @@ def _check_offers(t: CheckedTable) -> None:
     if STARTS_AT in t.raw.columns and ENDS_AT in t.raw.columns:
         ends_early = as_mask(t.typed[ENDS_AT] <= t.typed[STARTS_AT])
         t.flag(ENDS_AT, Rule.ENDS_NOT_AFTER_STARTS, ends_early, t.raw[ENDS_AT])
+
+
+def _check_experiment_columns(t: CheckedTable) -> None:
+    """Experiment logging: propensity in (0, 1], a known arm, and both named together."""
+    assert t.raw is not None
+    if not any(c in t.raw.columns for c in (EXPERIMENT, ARM, PROPENSITY)):
+        return  # files written before experiments existed stay valid
+    experiment, arm, propensity = t.typed[EXPERIMENT], t.typed[ARM], t.typed[PROPENSITY]
+    has_exp, has_arm, has_p = (as_mask(s.notna()) for s in (experiment, arm, propensity))
+    if PROPENSITY in t.raw.columns:
+        outside = has_p & ~as_mask((propensity > 0) & (propensity <= 1))
+        t.flag(PROPENSITY, Rule.PROPENSITY_OUT_OF_RANGE, outside, t.raw[PROPENSITY])
+    if ARM in t.raw.columns:
+        known = isin_strings(arm, pd.Series(EXPERIMENT_ARMS, dtype=arm.dtype))
+        t.flag(ARM, Rule.UNKNOWN_ARM, has_arm & ~known, t.raw[ARM])
+    unnamed = (has_arm | has_p) & ~has_exp
+    t.flag(EXPERIMENT, Rule.EXPERIMENT_NOT_NAMED, unnamed, experiment.astype(object))
+    t.flag(ARM, Rule.ARM_MISSING, has_exp & ~has_arm, arm.astype(object))
 
 
 def check_refs(

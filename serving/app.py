@@ -37,6 +37,7 @@ from serving.auth import (
     unauthorized,
 )
 from serving.auth import read_tokens as read_tokens  # offers.cli imports it from here
+from serving.experiments_api import add_experiment_routes
 from serving.limits import Limits, RequestGuard, limits_from_env
 from serving.results import RankAllowed, RankDenied
 from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer, decision_time
@@ -224,6 +225,7 @@ def _add_routes(app: FastAPI, public_docs: bool) -> None:
     app.add_api_route(
         "/v1/reload", reload, methods=["POST"], tags=["ops"], dependencies=[ADMIN_TOKEN]
     )
+    add_experiment_routes(app)  # admin: list, create, stop experiments
 
 
 @asynccontextmanager

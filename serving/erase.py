@@ -27,6 +27,7 @@ from features.erasures import record_erasure
 from features.snapshot import erase_user, list_snapshots
 from policy import policy_version
 from serving.audit import EVENT, EVENT_ERASURE, AuditLog, AuditUnavailable, new_request_id
+from serving.experiments import EXPERIMENTS_DIR
 from serving.outputs import OUTPUTS_DIR, leftovers, recorded_outputs
 from serving.sweep import (
     DELETED,
@@ -123,6 +124,8 @@ def _store_of(result: FileResult, home: Path) -> StoreReceipt:
         store = "leftover file"
     elif result.path.parts[len(home.parts)] == FEATURES_DIR:
         store = "feature staging" if hidden else "feature file"
+    elif result.path.parts[len(home.parts)] == EXPERIMENTS_DIR:
+        store = "experiment output"  # per-user tables of `offers experiment report`
     else:
         store = "temp file" if hidden else "cached table"
     removed = None if result.outcome == UNREADABLE else result.rows_removed

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from policy import Decision
 from serving.audit import EVENT, EVENT_DECISION
+from serving.experiments import HOLDOUT_ARM
 
 
 class RankedOfferOut(BaseModel):
@@ -23,11 +24,23 @@ class RankedOfferOut(BaseModel):
     score: float
     rank: int
     reasons: list[str]
+    propensity: float | None = Field(
+        None,
+        description="In an experiment: the probability that this offer is shown at this rank "
+        "under the logging policy (for off-policy evaluation); null outside experiments.",
+    )
 
 
 class ModelOut(BaseModel):
     name: str
     version: str
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    arm: str
+    personalised: bool = Field(description="False in the holdout arm: popularity ranking.")
+    explored: bool = Field(description="True when the slate is the exploration draw.")
 
 
 class _Answer(BaseModel):
@@ -51,6 +64,9 @@ class RankAllowed(_Answer):
     cold_start: bool = Field(description="True when the user has no history: popularity ranking.")
     model: ModelOut
     snapshot_id: str
+    experiment: ExperimentOut | None = Field(
+        None, description="The experiment and arm of this request; null outside experiments."
+    )
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class RankedOffer:
     score: float
     rank: int
     reasons: list[str]
+    propensity: float | None = None  # set in an experiment (serving.experiments)
 
 
 @dataclass(frozen=True)
@@ -77,6 +94,9 @@ class RankResult:
     snapshot_id: str = ""
     excluded_sensitive: int = 0
     excluded_inactive: int = 0
+    experiment: str = ""  # "" outside experiments; else the experiment's name
+    arm: str = ""
+    explored: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -110,6 +130,17 @@ class RankResult:
             cold_start=self.cold_start,
             model=ModelOut.model_construct(name=self.model_name, version=self.model_version),
             snapshot_id=self.snapshot_id,
+            experiment=self._experiment_out(),
+        )
+
+    def _experiment_out(self) -> ExperimentOut | None:
+        if not self.experiment:
+            return None
+        return ExperimentOut.model_construct(
+            name=self.experiment,
+            arm=self.arm,
+            personalised=self.arm != HOLDOUT_ARM,
+            explored=self.explored,
         )
 
     def audit_record(self, channel: str) -> dict[str, Any]:
@@ -134,4 +165,16 @@ class RankResult:
             "offer_ids": [o.offer_id for o in self.offers],
             "n_excluded_sensitive": self.excluded_sensitive,
             "cold_start": self.cold_start,
+            **self._experiment_audit(),
+        }
+
+    def _experiment_audit(self) -> dict[str, Any]:
+        """Arm, experiment, exploration and each shown offer's propensity (replayable)."""
+        if not self.experiment:
+            return {}
+        return {
+            "experiment": self.experiment,
+            "arm": self.arm,
+            "explored": self.explored,
+            "propensities": [o.propensity for o in self.offers],
         }

@@ -18,9 +18,7 @@ Loading and its checks live in serving.state, the HTTP body schema in serving.re
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +32,11 @@ from features.instants import instant_ns
 from features.tracking import CHAMPION
 from features.vector import FEATURE_COLUMNS, assemble
 from policy import Decision, as_utc, decide
+from serving.arms import ArmStates, load_arms, rank_in_experiment
 from serving.audit import AuditLog, new_request_id
 from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
 from serving.results import RankedOffer, RankResult
-from serving.state import ModelLoader, ServingState, load_state, watched_paths
+from serving.state import ModelLoader, ServingState, load_state, mark_reload
 from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
 
 log = logging.getLogger(__name__)
@@ -140,6 +139,12 @@ class Scorer:
         self._reload_lock = threading.Lock()
         # A given state (batch workers) skips loading: it was loaded once by the parent.
         self.state = state or load_state(self.home, self.data_dir, model_alias, model_loader)
+        self.arms = self._load_arms(self.state)
+
+    def _load_arms(self, state: ServingState) -> ArmStates:
+        """Experiments (serving.arms); in replay mode past ones too, since `now` may be past."""
+        now = None if self.allow_past_now else datetime.now(UTC)
+        return load_arms(self.home, state, self.model_loader, now)
 
     def reload(self) -> ServingState:
         """Re-resolve the alias, snapshot, data and erasures; requests in flight keep the old."""
@@ -147,7 +152,8 @@ class Scorer:
             # A running server takes new consents (a withdrawal) before the snapshot is rebuilt:
             # refusing them would keep it deciding on the old ones. The start-up check refuses.
             state = load_state(self.home, self.data_dir, self.model_alias, self.model_loader, True)
-            self.state = state
+            arms = self._load_arms(state)
+            self.state, self.arms = state, arms
         log.info("scorer reloaded: %s", state.describe())
         return state
 
@@ -157,11 +163,7 @@ class Scorer:
         `POST /v1/reload` reaches one worker of `offers serve --workers N`; the marker it
         replaces is what the other workers' ReloadWatchers see.
         """
-        marker = watched_paths(self.home)[1]
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
-        tmp.write_text(f"{datetime.now(UTC).isoformat()} pid {os.getpid()}\n", encoding="utf-8")
-        os.replace(tmp, marker)
+        mark_reload(self.home)
         return self.reload()
 
     # ------------------------------------------------------------------ requests
@@ -185,7 +187,7 @@ class Scorer:
         idx = self._candidate_idx(state, candidates)
         check_request(state, k, now, self.allow_past_now)
         decision = decide(purpose, now, state.consents.get(user_id, ()), state.users.get(user_id))
-        result = self._rank_decided(state, [user_id], [decision], purpose, idx, k, now)[0]
+        result = self._decided([user_id], [decision], purpose, idx, k, now, state)[0]
         self.audit.append(result.audit_record(self.channel))
         return result
 
@@ -202,7 +204,7 @@ class Scorer:
         now = decision_time(now)
         check_request(state, k, now, self.allow_past_now)
         decisions = self.decide_many(user_ids, purpose, now, state)
-        results = self._rank_decided(state, list(user_ids), decisions, purpose, None, k, now)
+        results = self._decided(list(user_ids), decisions, purpose, None, k, now, state)
         self.audit.append_many(r.audit_record(channel) for r in results)
         return results
 
@@ -219,6 +221,25 @@ class Scorer:
         ]
 
     # ---------------------------------------------------------- the request path, in call order
+
+    def _decided(
+        self,
+        user_ids: list[str],
+        decisions: list[Decision],
+        purpose: str,
+        idx: np.ndarray | None,
+        k: int,
+        now: datetime,
+        state: ServingState,
+    ) -> list[RankResult]:
+        """Ranked as decided: by arm while an experiment runs (serving.arms), else as always."""
+        arms = self.arms
+        experiment = arms.active(now)
+        if experiment is None:
+            return self._rank_decided(state, user_ids, decisions, purpose, idx, k, now)
+        return rank_in_experiment(
+            self, state, arms, experiment, user_ids, decisions, purpose, idx, k, now
+        )
 
     @staticmethod
     def _candidate_idx(state: ServingState, candidates: Sequence[str] | None) -> np.ndarray | None:
@@ -243,7 +264,10 @@ class Scorer:
         idx: np.ndarray | None,
         k: int,
         now: datetime,
+        popular_only: bool = False,
     ) -> list[RankResult]:
+        """Deny, cold-start popularity or the model; `popular_only`: popularity for all (the
+        experiments' holdout arm)."""
         slate = self._slate(state, idx, instant_ns(now))
         common = {
             "purpose": purpose,
@@ -258,7 +282,7 @@ class Scorer:
         for i, (user, decision) in enumerate(zip(user_ids, decisions, strict=True)):
             if not decision.allowed:
                 results[i] = RankResult(new_request_id(), user, decision=decision, **common)
-            elif state.source.has_history(user, state.cutoff_ns):
+            elif not popular_only and state.source.has_history(user, state.cutoff_ns):
                 warm.append(i)
             else:
                 cold.append(i)
@@ -293,6 +317,9 @@ class Scorer:
         active = (state.offers.starts_ns[idx] <= now_ns) & (now_ns < state.offers.ends_ns[idx])
         keep = active & ~sensitive
         return _Slate(idx[keep], int(sensitive.sum()), int((~active & ~sensitive).sum()))
+
+    rank_decided = _rank_decided  # for serving.arms (experiments), which ranks by arm
+    slate_of = _slate
 
     @staticmethod
     def _popular(state: ServingState, idx: np.ndarray, k: int) -> list[RankedOffer]:

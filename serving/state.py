@@ -9,6 +9,8 @@ named function below it, in the order it runs.
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -223,3 +225,13 @@ def signature(path: Path) -> Signature:
     except FileNotFoundError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def mark_reload(home: Path) -> Path:
+    """Replace the reload marker: every worker's ReloadWatcher on this OFFERS_HOME reloads."""
+    marker = watched_paths(home)[1]
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    tmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
+    tmp.write_text(f"{datetime.now(UTC).isoformat()} pid {os.getpid()}\n", encoding="utf-8")
+    os.replace(tmp, marker)
+    return marker

@@ -67,9 +67,9 @@ def _run(script: str, cwd: Path) -> str:
     return out
 
 
-def test_the_tours_section_has_the_three_blocks() -> None:
+def test_the_tours_section_has_the_four_blocks() -> None:
     blocks = tour_blocks((ROOT / "README.md").read_text())
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     assert all(b.startswith(". .venv/bin/activate") for b in blocks)  # a new shell finds offers
 
 
@@ -77,7 +77,7 @@ def test_the_tours_section_has_the_three_blocks() -> None:
 def test_readme_tours_run_in_a_fresh_shell(tmp_path: Path) -> None:
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     port = free_port()
-    build, service, privacy = (
+    build, service, privacy, experiment = (
         _small(b, port) for b in tour_blocks((ROOT / "README.md").read_text())
     )
 
@@ -100,3 +100,9 @@ def test_readme_tours_run_in_a_fresh_shell(tmp_path: Path) -> None:
     out = _run(privacy, tmp_path)
     assert "BANNED_PURPOSE" in out and "denied (exit code 1)" in out, out
     assert "erased u000001" in out
+
+    out = _run(experiment, tmp_path)
+    assert "experiment spring saved" in out and out.count("spring") >= 2, out
+    for text in ("champion_vs_holdout", "challenger_vs_champion", "sample ratio: chi2",
+                 "ips of challenger", "MLflow run"):  # fmt: skip
+        assert text in out, out

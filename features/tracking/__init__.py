@@ -38,6 +38,7 @@ from features.tracking.names import (
     TAG_PROMOTION_DETAIL,
     TAG_SNAPSHOT_ID,
 )
+from features.tracking.online import log_online_report
 from features.tracking.registry import (
     RegisteredRanker,
     alias_version,
@@ -90,6 +91,7 @@ __all__ = [
     "load_model_uri",
     "load_registered_model",
     "load_run_text",
+    "log_online_report",
     "model_uri",
     "register_version",
     "registry_hygiene",

@@ -18,6 +18,7 @@ TAG_SNAPSHOT_ID = "feature_snapshot_id"
 TAG_GIT_SHA = "git_sha"
 TAG_PROMOTION = "promotion_decision"
 TAG_PROMOTION_DETAIL = "promotion_detail"
+TAG_ONLINE_EXPERIMENT = "offers.online_experiment"  # runs of `offers experiment report`
 META_FEATURE_COLUMNS = "feature_columns"  # key in the logged model's metadata
 
 # Registry hygiene: who started a run (a RUNNING run whose process is gone was killed), and

@@ -6,6 +6,11 @@ import typer
 
 from offers.cli.common import Commands, UserError, progress_printer
 from offers.cli.data import import_complete_journey_cmd, synth, validate
+from offers.cli.experiments import create as experiment_create
+from offers.cli.experiments import list_cmd as experiment_list
+from offers.cli.experiments import report as experiment_report_cmd
+from offers.cli.experiments import simulate as experiment_simulate
+from offers.cli.experiments import stop as experiment_stop
 from offers.cli.models import predict, promote, train
 from offers.cli.privacy import audit_tail, erase_cmd, explain
 from offers.cli.ranking import check_alias, check_data, expired_hint, score_batch_cmd, serve
@@ -23,6 +28,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
 app.add_typer(import_app, name="import")
+experiment_app = typer.Typer(no_args_is_help=True, help="Online experiments: arms, reports.")
+app.add_typer(experiment_app, name="experiment")
 
 app.command()(validate)
 app.command()(synth)
@@ -38,6 +45,11 @@ app.command()(serve)
 app.command("score-batch")(score_batch_cmd)
 app.command("erase")(erase_cmd)
 audit_app.command("tail")(audit_tail)
+experiment_app.command("create")(experiment_create)
+experiment_app.command("stop")(experiment_stop)
+experiment_app.command("list")(experiment_list)
+experiment_app.command("report")(experiment_report_cmd)
+experiment_app.command("simulate")(experiment_simulate)
 app.command()(ui)
 app.command()(demo)
 
@@ -49,6 +61,11 @@ __all__ = [
     "check_data",
     "demo",
     "erase_cmd",
+    "experiment_create",
+    "experiment_list",
+    "experiment_report_cmd",
+    "experiment_simulate",
+    "experiment_stop",
     "expired_hint",
     "explain",
     "features_build",

@@ -16,24 +16,46 @@ consents), `behaviour` (transactions), `campaigns` (offers, slates, redemptions)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from features.contract import CONSENTS, EXPOSURES, OFFERS, ORACLE, TRANSACTIONS, USERS
-from offers.synth.behaviour import draw_transactions, transactions_frame
+from offers.synth.behaviour import Txns, draw_transactions, transactions_frame
 from offers.synth.campaigns import (
     EXPOSURE_WARMUP_DAYS,
     OFFER_WEEKS,
+    Offers,
     draw_offers,
     exposures,
     offers_frame,
 )
 from offers.synth.population import consents_frame, users_frame
-from offers.synth.world import make_catalog, make_merchants, make_people
+from offers.synth.world import (
+    Catalog,
+    Merchants,
+    People,
+    make_catalog,
+    make_merchants,
+    make_people,
+)
 
 N_STREAMS = 8  # child generators, one per stage
+
+
+@dataclass(frozen=True)
+class SynthWorld:
+    """The hidden world behind the tables (for the oracle; offers/experiments simulates on it)."""
+
+    catalog: Catalog
+    merchants: Merchants
+    people: People
+    txns: Txns
+    offers: Offers
+    t0: pd.Timestamp
+    days: int
 
 
 def generate(
@@ -43,6 +65,13 @@ def generate(
 
     Covers [start, start + days) in UTC; the same arguments always give identical frames.
     """
+    return generate_world(n_users, seed, start, days)[0]
+
+
+def generate_world(
+    n_users: int = 1000, seed: int = 0, start: str = "2024-01-01", days: int = 730
+) -> tuple[dict[str, pd.DataFrame], SynthWorld]:
+    """`generate`'s tables and the world they were drawn from."""
     if n_users < 1 or days <= EXPOSURE_WARMUP_DAYS + 7 * OFFER_WEEKS[1]:
         raise ValueError(
             f"need n_users >= 1 and days > {EXPOSURE_WARMUP_DAYS + 7 * OFFER_WEEKS[1]}"
@@ -57,7 +86,7 @@ def generate(
     txns = draw_transactions(r[4], catalog, merchants, people, t0, days)
     offers = draw_offers(r[5], catalog, merchants, days)
     shown, oracle = exposures(r[6], catalog, merchants, people, txns, offers, t0, days)
-    return {
+    tables = {
         TRANSACTIONS: transactions_frame(txns, catalog, merchants, people, t0),
         USERS: users,
         CONSENTS: consents,
@@ -65,6 +94,7 @@ def generate(
         EXPOSURES: shown,
         ORACLE: oracle,
     }
+    return tables, SynthWorld(catalog, merchants, people, txns, offers, t0, days)
 
 
 def write_synthetic(out_dir: str | Path, n_users: int = 1000, seed: int = 0) -> dict[str, int]:

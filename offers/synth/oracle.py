@@ -49,10 +49,23 @@ def p_redeem(
     days: int,
 ) -> np.ndarray:
     """The true p_redeem: logistic in affinity, recent behaviour, reward and position."""
+    z = redeem_logit(catalog, merchants, people, txns, exposure, days)
+    return sigmoid(z + solve_intercept(z, TARGET_REDEMPTION_RATE))
+
+
+def redeem_logit(
+    catalog: Catalog,
+    merchants: Merchants,
+    people: People,
+    txns: Txns,
+    exposure: Exposure,
+    days: int,
+) -> np.ndarray:
+    """The logit before the intercept (a simulator fixes the intercept once, then reuses it)."""
     cat = merchants.cat[exposure.merchant]
     cat_lift, merchant_lift = _lifts(catalog, merchants, people, exposure, cat, days)
     visits, recency, spend = _recent(catalog, merchants, txns, exposure, cat, days)
-    z = (
+    return (
         people.propensity[exposure.user]
         + COEF_CATEGORY * cat_lift
         + COEF_MERCHANT * merchant_lift
@@ -62,7 +75,6 @@ def p_redeem(
         + COEF_REWARD * np.log(exposure.reward)
         - COEF_POSITION * np.log(exposure.position)
     )
-    return _sigmoid(z + _solve_intercept(z, TARGET_REDEMPTION_RATE))
 
 
 def _lifts(
@@ -153,11 +165,11 @@ def _window_stats(
     return total, last
 
 
-def _solve_intercept(z: np.ndarray, target: float) -> float:
+def solve_intercept(z: np.ndarray, target: float) -> float:
     """Newton on b so that mean(sigmoid(z + b)) equals target (monotone, converges fast)."""
     b = float(np.log(target / (1 - target)) - np.mean(z))
     for _ in range(INTERCEPT_NEWTON_STEPS):
-        p = _sigmoid(z + b)
+        p = sigmoid(z + b)
         gap = p.mean() - target
         if abs(gap) < 1e-9:
             break
@@ -165,5 +177,5 @@ def _solve_intercept(z: np.ndarray, target: float) -> float:
     return b
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))

@@ -15,12 +15,14 @@ from typer.testing import CliRunner
 
 from features.contract import (
     AMOUNT,
+    ARM,
     BIRTH_DATE,
     CONSENT_ID,
     CONSENTS,
     COUNTRY,
     CURRENCY,
     ENDS_AT,
+    EXPERIMENT,
     EXPIRES_AT,
     EXPOSURES,
     GRANTED_AT,
@@ -31,6 +33,7 @@ from features.contract import (
     OFFER_ID,
     OFFERS,
     POSITION,
+    PROPENSITY,
     PURPOSES,
     REDEEMED_AT,
     REVOKED_AT,
@@ -911,6 +914,9 @@ EXPECTED_DTYPES = {
         SLATE_ID: "str",
         POSITION: "Int64",
         REDEEMED_AT: "datetime64[us, UTC]",
+        EXPERIMENT: "str",  # optional experiment columns (absent here: all null)
+        ARM: "str",
+        PROPENSITY: "float64",
     },
 }
 

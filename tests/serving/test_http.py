@@ -184,7 +184,8 @@ def test_health_needs_no_token_ready_details_and_openapi_do(client: TestClient) 
 def test_no_endpoint_lists_users_or_builds_an_audience(client: TestClient) -> None:
     paths = {route.path for route in client.app.routes}
     api = {p for p in paths if not p.startswith(("/docs", "/redoc", "/openapi"))}
-    assert api == {"/healthz", "/readyz", "/v1/rank", "/v1/reload"}
+    experiments = {"/v1/experiments", "/v1/experiments/{name}", "/v1/experiments/{name}/stop"}
+    assert api == {"/healthz", "/readyz", "/v1/rank", "/v1/reload", *experiments}
     for probe in ("/v1/users", "/v1/offers/o00/users", "/v1/audience", "/v1/features/u_ok"):
         assert client.get(probe, headers=AUTH).status_code in (404, 405)
 
