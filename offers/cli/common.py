@@ -30,11 +30,21 @@ def is_expected(exc: BaseException) -> bool:
         return False
     if isinstance(exc, UserError | FileNotFoundError | LookupError):
         return True
+    from features.online.stores import OnlineStoreError
     from features.validate import ContractError
+    from serving.online import OnlineMismatchError, OnlineSnapshotGone
     from serving.scorer import ModelMismatchError
     from serving.sources import DataMismatchError
 
-    return isinstance(exc, ContractError | ModelMismatchError | DataMismatchError)
+    return isinstance(
+        exc,
+        ContractError
+        | ModelMismatchError
+        | DataMismatchError
+        | OnlineStoreError
+        | OnlineMismatchError
+        | OnlineSnapshotGone,
+    )
 
 
 class Commands(typer.core.TyperGroup):
