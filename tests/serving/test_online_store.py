@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from frames import at
 from redis_server import RedisServer, redis_server
 from serving_world import NOW, USERS_BY_REASON, World
+from typer.testing import CliRunner
 
 from features import contract as c
 from features.backend import connect
@@ -23,6 +24,8 @@ from features.online.publish import publish_online
 from features.online.stores import register_store, registered_stores
 from features.snapshot import load_snapshot, publish_snapshot
 from features.sources import register_sources
+from offers.cli import app, check_data
+from offers.cli.common import is_expected
 from serving.app import create_app
 from serving.audit import AuditLog
 from serving.erase import erase
@@ -215,3 +218,28 @@ def test_a_store_of_other_columns_or_policy_is_refused(world: World, store: Redi
         world.scorer(online=store.url)
     client.set(Keys.meta(ns), json.dumps(meta))
     assert OnlineFeatures.open(store.url, PREFIX).ns == ns
+
+
+def test_cli_publish_to_an_unreachable_store_is_one_line(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFERS_HOME", str(world.home))
+    monkeypatch.setenv("COLUMNS", "80")
+    with redis_server(tmp_path / "gone") as gone:
+        url = gone.url
+    result = CliRunner().invoke(app, ["features", "publish-online", "--to", url])
+    assert result.exit_code == 2, result.output
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert "127.0.0.1" in line and "Connection refused" in line
+
+
+def test_serve_refuses_a_mismatched_store_before_workers_start(
+    world: World, store: RedisServer
+) -> None:
+    ns = publish_online(store.url, world.home, PREFIX)["namespace"]
+    client = store.client()
+    meta = json.loads(client.get(Keys.meta(ns)))
+    client.set(Keys.meta(ns), json.dumps({**meta, "columns_version": "0123456789ab"}))
+    with pytest.raises(OnlineMismatchError) as refused:
+        check_data(world.home, world.data, False, store.url)
+    assert is_expected(refused.value)  # `offers serve` prints it as one `error:` line, exit 2
