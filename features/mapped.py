@@ -146,19 +146,37 @@ class MappedFeatureSource(FeatureSource):
         return (MappedFeatureSource, (self.folder,))
 
     def pair_codes(self, user_ids: Sequence[str], cutoffs_ns: np.ndarray) -> np.ndarray:
+        """Each distinct id is looked up once (a request repeats its user on every row)."""
         out = np.full(len(user_ids), -1, dtype=np.int64)
         if len(user_ids) == 0 or len(self._hashes) == 0:
             return out
-        wanted = hash_ids(user_ids)
+        rows_user, uniques = pd.factorize(np.asarray(user_ids, dtype=object))
+        cutoffs = np.asarray(cutoffs_ns, dtype=np.int64)
+        candidates = self._candidates(list(uniques))
+        single = np.array([p[0] if len(p) == 1 else -1 for p in candidates], dtype=np.int64)
+        pair = single[rows_user]
+        known = pair >= 0
+        hit = known & (self._cutoffs[np.where(known, pair, 0)] == cutoffs)
+        out[hit] = pair[hit]
+        for u in (i for i, p in enumerate(candidates) if len(p) > 1):  # several cutoffs
+            for row in np.flatnonzero(rows_user == u):
+                match = [p for p in candidates[u] if self._cutoffs[p] == cutoffs[row]]
+                out[row] = match[0] if match else -1
+        return out
+
+    def _candidates(self, ids: list[str]) -> list[list[int]]:
+        """Per id, its pairs: entries of its hash whose mapped id is the id (collisions out)."""
+        wanted = hash_ids(ids)
         lo = np.searchsorted(self._hashes, wanted, side="left")
         hi = np.searchsorted(self._hashes, wanted, side="right")
-        for i in np.flatnonzero(hi > lo):
-            for j in range(lo[i], hi[i]):  # one entry, unless ids collide or several cutoffs
-                pair = int(self._pair_of_hash[j])
-                if self._cutoffs[pair] == cutoffs_ns[i] and self._ids[pair].as_py() == user_ids[i]:
-                    out[i] = pair
-                    break
-        return out
+        return [
+            [
+                int(self._pair_of_hash[j])
+                for j in range(lo[i], hi[i])
+                if self._ids[int(self._pair_of_hash[j])].as_py() == user
+            ]
+            for i, user in enumerate(ids)
+        ]
 
     def has_history(self, user_id: str, cutoff_ns: int) -> bool:
         return bool(self.pair_codes([user_id], np.array([cutoff_ns], np.int64))[0] >= 0)
