@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from features.home import HOME_ENV as HOME_ENV  # offers.cli imports it from here
 from features.home import resolve_home
 from features.online.layout import ONLINE_STORE_ENV
+from features.online.stores import OnlineStoreError
 from features.tracking import CHAMPION
 from serving.audit import AuditUnavailable
 from serving.auth import (
@@ -142,6 +143,14 @@ def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
     )  # fmt: skip
 
 
+def _online_unavailable(request: Request, exc: OnlineStoreError) -> JSONResponse:
+    log.error("online feature store: %s", exc)
+    return JSONResponse(
+        {"detail": "the online feature store cannot be read; no decision was recorded"},
+        status_code=503,
+    )
+
+
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -155,6 +164,7 @@ EXCEPTION_HANDLERS: dict[Any, Callable[..., Any]] = {
     AuthError: unauthorized,
     RequestError: _request_error,
     AuditUnavailable: _audit_unavailable,
+    OnlineStoreError: _online_unavailable,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
 }

@@ -70,10 +70,6 @@ class ServingState:
     leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
     online: OnlineFeatures | None = None  # users' rows per request from Redis (else `source`)
 
-    def switched(self) -> bool:
-        """The online store's pointer names another snapshot than this state's: reload."""
-        return self.online is not None and self.online.switched.is_set()
-
     def describe(self) -> dict[str, Any]:
         return {
             "model": {

@@ -243,3 +243,20 @@ def test_serve_refuses_a_mismatched_store_before_workers_start(
     with pytest.raises(OnlineMismatchError) as refused:
         check_data(world.home, world.data, False, store.url)
     assert is_expected(refused.value)  # `offers serve` prints it as one `error:` line, exit 2
+
+
+def test_a_store_gone_mid_service_is_503_and_no_record(world: World, tmp_path: Path) -> None:
+    with redis_server(tmp_path / "short-lived") as short:
+        publish_online(short.url, world.home, PREFIX)
+        audit = AuditLog(world.home / "audit-503")
+        app = create_app(lambda: world.scorer(online=short.url, audit=audit), tokens=[TOKEN],
+                         watch_s=0)  # fmt: skip
+        client = TestClient(app)
+        body = {"user_id": "u_ok", "purpose": "offer_ranking", "now": NOW}
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert client.post("/v1/rank", json=body, headers=headers).status_code == 200
+    answer = client.post("/v1/rank", json=body, headers=headers)
+    assert answer.status_code == 503 and "online feature store" in answer.json()["detail"]
+    assert len(audit.records()) == 1  # the answered request only
+    denied = client.post("/v1/rank", json={**body, "user_id": "u_minor"}, headers=headers)
+    assert denied.status_code == 403  # a denial reads no features: still answered
