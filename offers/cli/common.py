@@ -92,3 +92,8 @@ def progress_printer() -> Callable[[str], None]:
 DATA_MISMATCH_HELP = (
     "Only warn when the snapshot was built from other users or consents files than --data."
 )
+
+ONLINE_HELP = (
+    "Read users' features from this Redis (redis://HOST:PORT/DB), one round trip per request, "
+    "instead of the embedded snapshot (see `offers features publish-online`)."
+)

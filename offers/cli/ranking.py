@@ -12,6 +12,7 @@ import typer
 from features.tracking import CHAMPION
 from offers.cli.common import (
     DATA_MISMATCH_HELP,
+    ONLINE_HELP,
     SPARK_MASTER_HELP,
     UserError,
     console,
@@ -63,6 +64,14 @@ def served_manifest(home: Path, online: str | None) -> dict[str, Any]:
     from serving.online import OnlineFeatures
 
     return OnlineFeatures.open(online, online_prefix()).meta
+
+
+def check_features(home: Path, data: Path, allow_data_mismatch: bool, online: str | None) -> None:
+    """Before workers start: the snapshot (or the online store) fits --data; embedded, the
+    mapped copy is written."""
+    check_data(home, data, allow_data_mismatch, online)
+    if not online:
+        prepare_mapped_copy(home)
 
 
 def prepare_mapped_copy(home: Path) -> None:
@@ -122,27 +131,16 @@ def serve(
     allow_data_mismatch: bool = typer.Option(
         False, envvar="OFFERS_ALLOW_DATA_MISMATCH", help=DATA_MISMATCH_HELP
     ),
-    online: str | None = typer.Option(
-        None,
-        envvar="OFFERS_ONLINE_STORE",
-        help="Read users' features from this Redis (redis://HOST:PORT/DB), one round trip per "
-        "request, instead of the embedded snapshot (see `offers features publish-online`).",
-    ),
+    online: str | None = typer.Option(None, envvar="OFFERS_ONLINE_STORE", help=ONLINE_HELP),
 ) -> None:
     """Serve POST /v1/rank (FastAPI on uvicorn); tokens from OFFERS_API_TOKENS(_FILE)."""
     import os
 
     import uvicorn
 
+    from features.online.layout import ONLINE_STORE_ENV
     from serving import server
-    from serving.app import (
-        DATA_DIR_ENV,
-        HOME_ENV,
-        MODEL_ALIAS_ENV,
-        ONLINE_ENV,
-        REPLAY_ENV,
-        read_tokens,
-    )
+    from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
     from serving.limits import limits_from_env
 
     if not read_tokens():
@@ -153,11 +151,9 @@ def serve(
         raise UserError(f"refusing to start: {exc}") from exc
     home = load_settings().home
     check_alias(home, alias)
-    check_data(home, data, allow_data_mismatch, online)
-    if not online:
-        prepare_mapped_copy(home)
+    check_features(home, data, allow_data_mismatch, online)
     # Workers are fresh processes: they find everything in the environment.
-    os.environ[ONLINE_ENV] = online or ""
+    os.environ[ONLINE_STORE_ENV] = online or ""
     os.environ[HOME_ENV] = str(home)
     os.environ[DATA_DIR_ENV] = str(data.resolve())
     os.environ[MODEL_ALIAS_ENV] = alias
