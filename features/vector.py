@@ -9,6 +9,7 @@ candidates and a training set of millions of rows through the same code.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,13 @@ class _KeyedBlock:
         self.values = values[order]
         self.n_items = n_items
 
+    @classmethod
+    def presorted(cls, keys: np.ndarray, values: np.ndarray, n_items: int) -> _KeyedBlock:
+        """A block from keys already sorted (a mapped file, an online store's value): no copy."""
+        block = cls.__new__(cls)
+        block.keys, block.values, block.n_items = keys, values, n_items
+        return block
+
     def gather(self, first: np.ndarray, item: np.ndarray, fill: np.ndarray) -> np.ndarray:
         out = np.broadcast_to(fill, (len(first), len(fill))).copy()
         known = (first >= 0) & (item >= 0)
@@ -103,6 +111,9 @@ class _KeyedBlock:
         rows = np.flatnonzero(known)[hit]
         out[rows] = self.values[pos[hit]]
         return out
+
+
+KeyedBlock = _KeyedBlock  # public name for the modules that build sources from arrays
 
 
 def _codes(mapping: dict, values: Sequence) -> np.ndarray:
@@ -138,6 +149,25 @@ class FeatureSource:
             tables.merchant_pop, MERCHANT_ID, self.merchant_code_, fd.MERCHANT_POPULARITY
         )
         self.mcc_pop_ = self._as_of_block(tables.mcc_pop, MCC, self.mcc_code_, fd.MCC_POPULARITY)
+
+    @classmethod
+    def from_parts(
+        cls,
+        pair_code: dict[tuple[str, int], int],
+        merchant_code: dict[str, int],
+        mcc_code: dict[str, int],
+        as_of_code: dict[int, int],
+        blocks: dict[str, _KeyedBlock],
+    ) -> FeatureSource:
+        """A source from arrays built elsewhere (features.mapped, the online store), keyed by
+        the attribute names in BLOCKS; assembly reads it exactly as one built from tables."""
+        source = cls.__new__(cls)
+        source.pair_code_ = pair_code
+        source.merchant_code_, source.mcc_code_ = merchant_code, mcc_code
+        source.as_of_code_ = as_of_code
+        for name in BLOCKS:
+            setattr(source, name, blocks[name])
+        return source
 
     def _pair_block(
         self, frame: pd.DataFrame, item_col: str | None, codes: dict, columns: tuple[str, ...]
@@ -178,6 +208,23 @@ class FeatureSource:
 
     def has_history(self, user_id: str, cutoff_ns: int) -> bool:
         return (user_id, int(cutoff_ns)) in self.pair_code_
+
+    def sample_users(self, n: int) -> list[str]:
+        """Up to n user ids with features (load-time checks probe real rows)."""
+        return [u for u, _ in itertools.islice(self.pair_code_, n)]
+
+
+# The keyed blocks of a FeatureSource (attribute names) and the columns of each, in order.
+PAIR_BLOCKS: dict[str, tuple[str, ...]] = {
+    "user_merchant_": UM_COLUMNS,
+    "user_mcc_": UC_COLUMNS,
+    "user_": USER_COLUMNS,
+}
+POPULATION_BLOCKS: dict[str, tuple[str, ...]] = {
+    "merchant_pop_": (fd.MERCHANT_POPULARITY,),
+    "mcc_pop_": (fd.MCC_POPULARITY,),
+}
+BLOCKS: dict[str, tuple[str, ...]] = {**PAIR_BLOCKS, **POPULATION_BLOCKS}
 
 
 def _fill(columns: tuple[str, ...]) -> np.ndarray:

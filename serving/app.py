@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from features.home import HOME_ENV as HOME_ENV  # offers.cli imports it from here
 from features.home import resolve_home
+from features.online.layout import ONLINE_STORE_ENV
+from features.online.stores import OnlineStoreError
 from features.tracking import CHAMPION
 from serving.audit import AuditUnavailable
 from serving.auth import (
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 DATA_DIR_ENV = "OFFERS_DATA_DIR"  # the contract tables the Scorer reads (users, consents, offers)
 MODEL_ALIAS_ENV = "OFFERS_MODEL_ALIAS"
 REPLAY_ENV = "OFFERS_ALLOW_PAST_NOW"  # "1": accept a past `now` (replays, synthetic data)
+ONLINE_ENV = ONLINE_STORE_ENV  # a redis:// URL: users' features from that store per request
 WATCH_ENV = "OFFERS_RELOAD_WATCH_S"  # seconds between looks at the watched files; 0: off
 PUBLIC_DOCS_ENV = "OFFERS_PUBLIC_DOCS"  # "1": /docs, /redoc, /openapi.json without a token
 DEFAULT_WATCH_S = 2.0
@@ -141,6 +144,14 @@ def _audit_unavailable(request: Request, exc: AuditUnavailable) -> JSONResponse:
     )  # fmt: skip
 
 
+def _online_unavailable(request: Request, exc: OnlineStoreError) -> JSONResponse:
+    log.error("online feature store: %s", exc)
+    return JSONResponse(
+        {"detail": "the online feature store cannot be read; no decision was recorded"},
+        status_code=503,
+    )
+
+
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -154,6 +165,7 @@ EXCEPTION_HANDLERS: dict[Any, Callable[..., Any]] = {
     AuthError: unauthorized,
     RequestError: _request_error,
     AuditUnavailable: _audit_unavailable,
+    OnlineStoreError: _online_unavailable,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
 }
@@ -296,6 +308,7 @@ def scorer_from_env() -> Scorer:
         os.environ.get(MODEL_ALIAS_ENV, CHAMPION),
         channel=CHANNEL_API,
         allow_past_now=os.environ.get(REPLAY_ENV, "") == "1",
+        online=os.environ.get(ONLINE_ENV) or None,
     )
 
 

@@ -16,6 +16,7 @@ system of record and are not touched; running servers drop their copy on `POST /
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ from typing import Any
 from pyarrow import ArrowInvalid
 
 from features.erasures import record_erasure
+from features.mapped import MAPPED_DIR
+from features.online.stores import OnlineStoreError, erase_in_store, registered_stores
 from features.snapshot import erase_user, list_snapshots
 from policy import policy_version
 from serving.audit import EVENT, EVENT_ERASURE, AuditLog, AuditUnavailable, new_request_id
@@ -222,8 +225,50 @@ def _remove_rows(
     except (OSError, ArrowInvalid) as exc:  # a full disk, or a damaged published table
         problems.append(f"{home / FEATURES_DIR}: snapshot rewrite failed ({exc})")
     exclude = (data_dir.resolve(),) if data_dir is not None else ()
+    stores += _mapped_copies(home, problems)
     stores += _sweep(home, user_id, exclude, covered, problems)
     stores += _output_stores(home, user_id, problems)
+    stores += _online_stores(home, user_id, problems)
+    return stores
+
+
+def _mapped_copies(home: Path, problems: list[str]) -> list[StoreReceipt]:
+    """Serving's mapped copies (features.mapped): deleted whole, rebuilt from the erased
+    snapshot on the next load (running servers reload within OFFERS_RELOAD_WATCH_S)."""
+    stores = []
+    root = home / MAPPED_DIR
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            shutil.rmtree(folder)
+        except OSError as exc:
+            problems.append(f"{folder}: mapped feature copy not deleted ({exc})")
+            continue
+        stores.append(
+            StoreReceipt("mapped feature copy", str(folder), None, "deleted; rebuilt on load")
+        )
+    return stores
+
+
+def _online_stores(home: Path, user_id: str, problems: list[str]) -> list[StoreReceipt]:
+    """Every online store published from this home: the user's keys in every namespace.
+
+    An unreachable store is a problem (the receipt is then incomplete), never a silent skip.
+    """
+    try:
+        refs = registered_stores(home)
+    except OnlineStoreError as exc:
+        problems.append(str(exc))
+        return []
+    stores = []
+    for ref in refs:
+        try:
+            deleted = erase_in_store(ref, user_id)
+        except OnlineStoreError as exc:
+            problems.append(str(exc))
+            continue
+        stores.append(
+            StoreReceipt(f"online store {ref.url}", f"prefix {ref.prefix}", deleted, "keys deleted")
+        )
     return stores
 
 

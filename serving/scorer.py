@@ -35,6 +35,7 @@ from policy import Decision, as_utc, decide
 from serving.arms import ArmStates, load_arms, rank_in_experiment
 from serving.audit import AuditLog, new_request_id
 from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
+from serving.online import on_current_state, with_users_features
 from serving.results import RankedOffer, RankResult
 from serving.state import ModelLoader, ServingState, load_state, mark_reload
 from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
@@ -125,6 +126,7 @@ class Scorer:
         channel: str = CHANNEL_IN_PROCESS,
         state: ServingState | None = None,
         allow_past_now: bool = False,
+        online: str | None = None,
     ) -> None:
         if explain not in (PATH, SHAP):
             raise ValueError(f"explain={explain!r} is not {PATH!r} or {SHAP!r}")
@@ -135,10 +137,13 @@ class Scorer:
         self.explain = explain
         self.channel = channel
         self.allow_past_now = allow_past_now
+        self.online = online  # a redis:// URL: features per request from that store
         self.audit = audit if audit is not None else AuditLog(self.home / "audit")
         self._reload_lock = threading.Lock()
         # A given state (batch workers) skips loading: it was loaded once by the parent.
-        self.state = state or load_state(self.home, self.data_dir, model_alias, model_loader)
+        self.state = state or load_state(
+            self.home, self.data_dir, model_alias, model_loader, online=online
+        )
         self.arms = self._load_arms(self.state)
 
     def _load_arms(self, state: ServingState) -> ArmStates:
@@ -146,12 +151,19 @@ class Scorer:
         now = None if self.allow_past_now else datetime.now(UTC)
         return load_arms(self.home, state, self.model_loader, now)
 
-    def reload(self) -> ServingState:
-        """Re-resolve the alias, snapshot, data and erasures; requests in flight keep the old."""
+    def reload(self, unless_replaced: ServingState | None = None) -> ServingState:
+        """Re-resolve the alias, snapshot, data and erasures; requests in flight keep the old.
+
+        `unless_replaced`: skip when the state is no longer that one (another thread reloaded).
+        """
         with self._reload_lock:
+            if unless_replaced is not None and self.state is not unless_replaced:
+                return self.state
             # A running server takes new consents (a withdrawal) before the snapshot is rebuilt:
             # refusing them would keep it deciding on the old ones. The start-up check refuses.
-            state = load_state(self.home, self.data_dir, self.model_alias, self.model_loader, True)
+            state = load_state(
+                self.home, self.data_dir, self.model_alias, self.model_loader, True, self.online
+            )
             arms = self._load_arms(state)
             self.state, self.arms = state, arms
         log.info("scorer reloaded: %s", state.describe())
@@ -182,12 +194,16 @@ class Scorer:
         candidate ids, a `now` out of range (NowOutOfRangeError), before the snapshot's cutoff
         (features would see the future), or (outside replay mode) in the past.
         """
-        state = self.state
         now = decision_time(now)
-        idx = self._candidate_idx(state, candidates)
-        check_request(state, k, now, self.allow_past_now)
-        decision = decide(purpose, now, state.consents.get(user_id, ()), state.users.get(user_id))
-        result = self._decided([user_id], [decision], purpose, idx, k, now, state)[0]
+
+        def attempt(state: ServingState) -> RankResult:
+            idx = self._candidate_idx(state, candidates)
+            check_request(state, k, now, self.allow_past_now)
+            user = state.users.get(user_id)
+            decision = decide(purpose, now, state.consents.get(user_id, ()), user)
+            return self._decided([user_id], [decision], purpose, idx, k, now, state)[0]
+
+        result = on_current_state(self, attempt)
         self.audit.append(result.audit_record(self.channel))
         return result
 
@@ -200,11 +216,14 @@ class Scorer:
         channel: str = CHANNEL_BATCH,
     ) -> list[RankResult]:
         """Batch: the same decision and ranking per user, one model call for the lot."""
-        state = self.state
         now = decision_time(now)
-        check_request(state, k, now, self.allow_past_now)
-        decisions = self.decide_many(user_ids, purpose, now, state)
-        results = self._decided(list(user_ids), decisions, purpose, None, k, now, state)
+
+        def attempt(state: ServingState) -> list[RankResult]:
+            check_request(state, k, now, self.allow_past_now)
+            decisions = self.decide_many(user_ids, purpose, now, state)
+            return self._decided(list(user_ids), decisions, purpose, None, k, now, state)
+
+        results = on_current_state(self, attempt)
         self.audit.append_many(r.audit_record(channel) for r in results)
         return results
 
@@ -276,6 +295,7 @@ class Scorer:
             "model_version": state.model_version,
             "snapshot_id": state.snapshot_id,
         }
+        state = with_users_features(state, user_ids, decisions)  # online: one round trip
         results: list[RankResult | None] = [None] * len(user_ids)
         warm: list[int] = []
         cold: list[int] = []

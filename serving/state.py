@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,20 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.contract import CONSENTS, MCC, OFFERS, USER_ID, USERS
+from features.contract import CONSENTS, MCC, OFFERS, USERS
 from features.definitions import HALF_LIFE_PARAM
 from features.erasures import REGISTER, erased_since_always, read_erasures
 from features.instants import instant_ns
+from features.mapped import COPY_MAPPED, MappedFeatureSource, ensure_mapped, feature_copy_mode
+from features.online.layout import online_prefix
 from features.policy_frames import consents_by_user, user_facts
-from features.snapshot import load_snapshot
-from features.tables import FeatureTables
+from features.snapshot import load_snapshot, read_manifest
 from features.tracking import CHAMPION, RegisteredRanker, load_registered_model
 from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import SENSITIVE_MCCS, Consent, UserFacts, as_utc, policy_version
 from serving.explain import PathExplainer, ReasonWriter
+from serving.online import OnlineFeatures
 from serving.sources import check_sources
 
 SERVING_DIR = "serving"  # under OFFERS_HOME: coordination between server workers
@@ -68,6 +70,7 @@ class ServingState:
     loaded_at: datetime
     watched: tuple[Signature, ...] = ()  # the erasure register and reload marker as read
     leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
+    online: OnlineFeatures | None = None  # users' rows per request from Redis (else `source`)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -77,6 +80,7 @@ class ServingState:
                 "alias": self.model_alias,
             },
             "snapshot_id": self.snapshot_id,
+            "features": "embedded" if self.online is None else f"online {self.online.ns}",
             "snapshot_cutoff": self.cutoff.isoformat(),
             "policy_version": self.policy_version,
             "offers": len(self.offers),
@@ -90,11 +94,14 @@ def load_state(
     model_alias: str = CHAMPION,
     model_loader: ModelLoader | None = None,
     allow_data_mismatch: bool | None = None,
+    online: str | None = None,
 ) -> ServingState:
     """Model, snapshot, catalogue, consents and erasures; fails loudly on any mismatch.
 
     `allow_data_mismatch` (None: OFFERS_ALLOW_DATA_MISMATCH) turns a snapshot built from other
-    users or consents files than `data_dir` into a warning.
+    users or consents files than `data_dir` into a warning. `online` (a redis:// URL) reads
+    the users' features from that store per request instead of holding the snapshot; its
+    namespace's manifest facts pass the same checks as a snapshot's.
     """
     home, data_dir = Path(home), Path(data_dir)
     current_policy = policy_version()
@@ -105,15 +112,30 @@ def load_state(
     check_feature_columns(model)
     check_booster_width(model)
     check_model_policy(model, current_policy)
-    tables, manifest = load_snapshot(home / "features")
+    source, manifest, online_features = _load_features(home, online)
     check_sources(manifest, data_dir, allow_data_mismatch)  # the snapshot's own sources?
     check_snapshot_policy(manifest, current_policy)
     check_half_life(model, manifest)
     frames = load_tables(data_dir, tables=(USERS, CONSENTS, OFFERS))
     erased = read_erasures(home / "erasures")
-    return _assemble_state(
-        model, model_alias, tables, manifest, frames, erased, watched, current_policy
+    state = _assemble_state(
+        model, model_alias, source, manifest, frames, erased, watched, current_policy
     )
+    return replace(state, online=online_features)
+
+
+def _load_features(
+    home: Path, online: str | None
+) -> tuple[FeatureSource, dict[str, Any], OnlineFeatures | None]:
+    """Where requests read features: the online store, a mapped copy, or one in memory."""
+    if online:
+        features = OnlineFeatures.open(online, online_prefix())
+        return features.base, features.meta, features
+    if feature_copy_mode() == COPY_MAPPED:
+        manifest = read_manifest(home / "features")
+        return MappedFeatureSource(ensure_mapped(home, manifest)), manifest, None
+    tables, manifest = load_snapshot(home / "features")
+    return FeatureSource(tables), manifest, None
 
 
 def check_feature_columns(model: RegisteredRanker) -> None:
@@ -162,7 +184,7 @@ def check_half_life(model: RegisteredRanker, manifest: dict[str, Any]) -> None:
 def _assemble_state(
     model: RegisteredRanker,
     model_alias: str,
-    tables: FeatureTables,
+    source: FeatureSource,
     manifest: dict[str, Any],
     frames: dict[str, pd.DataFrame],
     erased: dict[str, datetime],
@@ -173,10 +195,9 @@ def _assemble_state(
     cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
-    source = FeatureSource(tables)
     reasons = ReasonWriter(FEATURE_COLUMNS)
     explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(reasons.projection)
-    probe = _probe_matrix(source, tables, offers, instant_ns(cutoff))
+    probe = _probe_matrix(source, offers, instant_ns(cutoff))
     return ServingState(
         booster=model.booster,
         model_name=str(model.name),
@@ -200,11 +221,10 @@ def _assemble_state(
     )
 
 
-def _probe_matrix(
-    source: FeatureSource, tables: FeatureTables, offers: OfferArrays, cutoff_ns: int
-) -> np.ndarray:
-    """Real rows of this snapshot (up to 20 users x 25 offers) to check leaf sums against."""
-    users = list(pd.unique(tables.user[USER_ID].astype(str)))[:20] or [""]
+def _probe_matrix(source: FeatureSource, offers: OfferArrays, cutoff_ns: int) -> np.ndarray:
+    """Real rows of this snapshot (up to 20 users x 25 offers) to check leaf sums against
+    (online: the population and offer features, with the users' columns as for a new user)."""
+    users = source.sample_users(20) or [""]
     n_off = min(len(offers), 25)
     if n_off == 0:
         return np.empty((0, len(FEATURE_COLUMNS)))

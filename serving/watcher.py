@@ -34,7 +34,7 @@ class ReloadWatcher:
     def check(self) -> bool:
         """Reload when the register differs from what the state read; True when it did."""
         now = tuple(signature(p) for p in watched_paths(self.scorer.home))
-        if now == self.scorer.state.watched:
+        if now == self.scorer.state.watched and not self._online_switched():
             return False
         try:
             self.scorer.reload()
@@ -44,6 +44,17 @@ class ReloadWatcher:
             self._failed = now
             return False
         return True
+
+    def _online_switched(self) -> bool:
+        """An online store's pointer moved to another snapshot (one GET per tick)."""
+        online = self.scorer.state.online
+        if online is None:
+            return False
+        try:
+            return online.poll()
+        except RuntimeError as exc:  # OnlineStoreError: retried next tick
+            log.warning("online store not reachable from the watcher: %s", exc)
+            return False
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -14,7 +14,12 @@ from offers.cli.experiments import stop as experiment_stop
 from offers.cli.models import predict, promote, train
 from offers.cli.privacy import audit_tail, erase_cmd, explain
 from offers.cli.ranking import check_alias, check_data, expired_hint, score_batch_cmd, serve
-from offers.cli.snapshots import features_build, features_list, features_show
+from offers.cli.snapshots import (
+    features_build,
+    features_list,
+    features_publish_online,
+    features_show,
+)
 from offers.cli.tools import demo, mlflow_ui_command, ui
 
 # The one place the command tree is put together; the commands live in the modules above
@@ -37,6 +42,7 @@ import_app.command("complete-journey")(import_complete_journey_cmd)
 features_app.command("build")(features_build)
 features_app.command("list")(features_list)
 features_app.command("show")(features_show)
+features_app.command("publish-online")(features_publish_online)
 policy_app.command("explain")(explain)
 app.command()(train)
 app.command()(promote)
@@ -70,6 +76,7 @@ __all__ = [
     "explain",
     "features_build",
     "features_list",
+    "features_publish_online",
     "features_show",
     "import_complete_journey_cmd",
     "mlflow_ui_command",

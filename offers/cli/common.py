@@ -30,11 +30,21 @@ def is_expected(exc: BaseException) -> bool:
         return False
     if isinstance(exc, UserError | FileNotFoundError | LookupError):
         return True
+    from features.online.stores import OnlineStoreError
     from features.validate import ContractError
+    from serving.online import OnlineMismatchError, OnlineSnapshotGone
     from serving.scorer import ModelMismatchError
     from serving.sources import DataMismatchError
 
-    return isinstance(exc, ContractError | ModelMismatchError | DataMismatchError)
+    return isinstance(
+        exc,
+        ContractError
+        | ModelMismatchError
+        | DataMismatchError
+        | OnlineStoreError
+        | OnlineMismatchError
+        | OnlineSnapshotGone,
+    )
 
 
 class Commands(typer.core.TyperGroup):
@@ -81,4 +91,9 @@ def progress_printer() -> Callable[[str], None]:
 
 DATA_MISMATCH_HELP = (
     "Only warn when the snapshot was built from other users or consents files than --data."
+)
+
+ONLINE_HELP = (
+    "Read users' features from this Redis (redis://HOST:PORT/DB), one round trip per request, "
+    "instead of the embedded snapshot (see `offers features publish-online`)."
 )

@@ -12,6 +12,7 @@ import typer
 from features.tracking import CHAMPION
 from offers.cli.common import (
     DATA_MISMATCH_HELP,
+    ONLINE_HELP,
     SPARK_MASTER_HELP,
     UserError,
     console,
@@ -20,17 +21,19 @@ from offers.cli.common import (
 from offers.settings import load_settings
 
 
-def check_data(home: Path, data: Path, allow_data_mismatch: bool) -> None:
-    """Refuse (UserError) or warn when the published snapshot came from other users or consents.
+def check_data(
+    home: Path, data: Path, allow_data_mismatch: bool, online: str | None = None
+) -> None:
+    """Refuse (UserError) or warn when the published snapshot (or, `online`, the store's)
+    came from other users or consents.
 
     The choice goes to the environment, where each later load (every server worker) reads it.
     """
     import os
 
-    from features.snapshot import read_manifest
     from serving.sources import DATA_MISMATCH_ENV, check_sources
 
-    differ = check_sources(read_manifest(home / "features"), data, allow_data_mismatch)
+    differ = check_sources(served_manifest(home, online), data, allow_data_mismatch)
     if differ:
         typer.echo(
             f"warning: the snapshot was built from other {' and '.join(differ)} files than {data}",
@@ -48,6 +51,49 @@ def check_alias(home: Path, alias: str) -> None:
             f"no model version has the alias {alias!r} (tracking URI {tracking.tracking_uri(home)}): "
             "run `offers train --data DIR`, then `offers promote`"
         )
+
+
+def served_manifest(home: Path, online: str | None) -> dict[str, Any]:
+    """The facts of the snapshot a server would read: the local one, or the online store's
+    current namespace (its feature columns checked here, before any worker starts)."""
+    if not online:
+        from features.snapshot import read_manifest
+
+        return read_manifest(home / "features")
+    from features.online.layout import online_prefix
+    from serving.online import OnlineFeatures
+
+    return OnlineFeatures.open(online, online_prefix()).meta
+
+
+def check_features(home: Path, data: Path, allow_data_mismatch: bool, online: str | None) -> None:
+    """Before workers start: the snapshot (or the online store) fits --data; embedded, the
+    mapped copy is written."""
+    check_data(home, data, allow_data_mismatch, online)
+    if not online:
+        prepare_mapped_copy(home)
+
+
+def prepare_mapped_copy(home: Path) -> None:
+    """Write the snapshot's mapped copy once, in a short-lived process, before workers start:
+    the workers then only map it, and nobody keeps the memory the build took."""
+    import subprocess
+    import sys
+
+    from features.mapped import COPY_MAPPED, feature_copy_mode
+
+    if feature_copy_mode() != COPY_MAPPED:
+        return
+    code = (
+        "import sys; from pathlib import Path; from features.mapped import ensure_mapped; "
+        "from features.snapshot import read_manifest; h = Path(sys.argv[1]); "
+        "print(ensure_mapped(h, read_manifest(h / 'features')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(home)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise UserError(f"could not write the mapped feature copy: {done.stderr.strip()[-500:]}")
 
 
 EXPIRED_HINT_SHARE = 0.5  # past this share of users denied CONSENT_EXPIRED, say why
@@ -85,12 +131,14 @@ def serve(
     allow_data_mismatch: bool = typer.Option(
         False, envvar="OFFERS_ALLOW_DATA_MISMATCH", help=DATA_MISMATCH_HELP
     ),
+    online: str | None = typer.Option(None, envvar="OFFERS_ONLINE_STORE", help=ONLINE_HELP),
 ) -> None:
     """Serve POST /v1/rank (FastAPI on uvicorn); tokens from OFFERS_API_TOKENS(_FILE)."""
     import os
 
     import uvicorn
 
+    from features.online.layout import ONLINE_STORE_ENV
     from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
     from serving.limits import limits_from_env
@@ -103,8 +151,9 @@ def serve(
         raise UserError(f"refusing to start: {exc}") from exc
     home = load_settings().home
     check_alias(home, alias)
-    check_data(home, data, allow_data_mismatch)
+    check_features(home, data, allow_data_mismatch, online)
     # Workers are fresh processes: they find everything in the environment.
+    os.environ[ONLINE_STORE_ENV] = online or ""
     os.environ[HOME_ENV] = str(home)
     os.environ[DATA_DIR_ENV] = str(data.resolve())
     os.environ[MODEL_ALIAS_ENV] = alias

@@ -96,6 +96,53 @@ def _print_build(manifest: dict) -> None:
         console.print(f"quarantined rows per table (in {check['quarantine_dir']}): {rejected}")
 
 
+def features_publish_online(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            envvar="OFFERS_ONLINE_STORE",
+            help="The Redis to write to: redis://HOST:PORT/DB (or OFFERS_ONLINE_STORE).",
+        ),
+    ],
+    prefix: Annotated[
+        str, typer.Option(envvar="OFFERS_ONLINE_PREFIX", help="Key prefix in the store.")
+    ] = "offers",
+    grace_s: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds the old snapshot's keys stay after the switch."),
+    ] = 5.0,
+) -> dict:
+    """Materialise the published snapshot into Redis and switch `offers serve --online` to it.
+
+    Per user one value with all of the user's feature rows; the switch is one SET of the
+    pointer; the previous snapshot's keys are deleted after --grace-s seconds. The store is
+    recorded under OFFERS_HOME, so `offers erase` reaches it.
+    """
+    import redis
+
+    from features.online.publish import OnlinePublishError, publish_online
+    from features.online.stores import OnlineStoreError
+    from offers.cli.common import progress_printer
+
+    home = load_settings().home
+    try:
+        report = publish_online(to, home, prefix, grace_s, on_step=progress_printer())
+    except (OnlinePublishError, OnlineStoreError) as exc:
+        raise UserError(str(exc)) from exc
+    except redis.RedisError as exc:
+        raise UserError(f"online store {to.split('@')[-1]}: {exc}") from exc
+    console.print(
+        f"published snapshot [bold]{report['snapshot_id']}[/bold] to {report['store']}: "
+        f"{report['users_written']:,} users under {report['namespace']}"
+    )
+    if report["old_namespaces_removed"]:
+        console.print(
+            {k: f"{v:,} keys removed" for k, v in report["old_namespaces_removed"].items()}
+        )
+    return report
+
+
 def features_list() -> list[dict]:
     """Snapshots under OFFERS_HOME, the published one marked."""
     from features.snapshot import CURRENT, list_snapshots

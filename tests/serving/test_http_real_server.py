@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from registered import REGISTER
 from servers import free_port, running
 from serving_world import NOW, World
 
@@ -30,23 +31,6 @@ BIN = Path(sys.executable).parent
 MAX_BODY = 65536  # OFFERS_MAX_BODY_BYTES given to the server: the setting reaches the workers
 MAX_HEADER = 16384  # the default
 OK_BODY = {"user_id": "u_ok", "purpose": "offer_ranking", "now": NOW}
-
-REGISTER = """
-import sys
-import lightgbm as lgb
-import pandas as pd
-from features import tracking
-from features.vector import FEATURE_COLUMNS
-from policy import policy_version
-
-home, model = sys.argv[1], sys.argv[2]
-booster = lgb.Booster(model_file=model)
-example = pd.DataFrame([[0.0] * len(FEATURE_COLUMNS)], columns=list(FEATURE_COLUMNS))
-with tracking.start_run(home, run_name="real-server-test") as run:
-    uri = run.log_ranker(booster, FEATURE_COLUMNS, example)
-    tags = {tracking.TAG_POLICY_VERSION: policy_version()}
-    tracking.register_version(home, uri, run.run_id, tags, alias=tracking.CHAMPION)
-"""
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The online feature store on Redis: layout and codec, publishing, the stores register."""
