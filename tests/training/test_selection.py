@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from features.vector import FEATURE_COLUMNS
 from training.config import TrainConfig
 from training.selection import (
+    TREE_CATEGORICAL,
     candidates,
     development,
     fit_models,
@@ -97,7 +98,7 @@ def test_rounds_come_from_the_pooled_curve_of_all_folds(synth_data) -> None:
             eval_set=[(fold.valid.X, fold.valid.y)],
             eval_group=[fold.valid.group],
             feature_name=list(FEATURE_COLUMNS),
-            categorical_feature=list(CATEGORICAL_COLUMNS),
+            categorical_feature=list(TREE_CATEGORICAL),
         )
         per_fold.append(single.evals_result_["validation"]["ndcg@10"])
     weights = np.array([f.valid.n_slates for f in folds], dtype=float)
