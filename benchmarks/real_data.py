@@ -16,7 +16,8 @@ for the independent check. Then, as a user would:
    `refit_100`: the same LightGBM fitted on every exposure before 2017-08-01 for 100 fixed
    rounds (the issue's refit experiment), to show what the data allow;
 3. NDCG@10 per slate (slates with a redemption), and the paired bootstrap 95% interval of the
-   model-minus-baseline difference (slates resampled), overall and per campaign type (A/B/C).
+   model-minus-baseline difference (slates resampled; `training.gate.paired_difference`, the
+   promotion gate's own bootstrap), overall and per campaign type (A/B/C).
 """
 
 from __future__ import annotations
