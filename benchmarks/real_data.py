@@ -16,7 +16,8 @@ for the independent check. Then, as a user would:
    `refit_100`: the same LightGBM fitted on every exposure before 2017-08-01 for 100 fixed
    rounds (the issue's refit experiment), to show what the data allow;
 3. NDCG@10 per slate (slates with a redemption), and the paired bootstrap 95% interval of the
-   model-minus-baseline difference (slates resampled), overall and per campaign type (A/B/C).
+   model-minus-baseline difference (slates resampled; `training.gate.paired_difference`, the
+   promotion gate's own bootstrap), overall and per campaign type (A/B/C).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from offers.settings import load_settings  # noqa: E402
 from training.baselines import fit_baselines  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.dataset import build_dataset  # noqa: E402
+from training.gate import paired_difference  # noqa: E402
 from training.metrics import per_slate  # noqa: E402
 from training.selection import (  # noqa: E402
     Selection,
@@ -77,27 +79,6 @@ ALL = "all"
 
 
 # ------------------------------------------------------------------------------- evaluation
-
-
-def paired_bootstrap(
-    a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of a - b over paired units, and its percentile bootstrap interval (units resampled).
-
-    `a` and `b` hold one value per unit (here: per-slate NDCG of two scorers on the same
-    slates); a NaN in either drops the unit. Vectorised: n_boot x n draws at once.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
-    diff = (a - b)[~(np.isnan(a) | np.isnan(b))]
-    if len(diff) == 0:
-        return float("nan"), float("nan"), float("nan")
-    draws = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
-    means = diff[draws].mean(axis=1)
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [tail, 1.0 - tail])
-    return float(diff.mean()), float(lo), float(hi)
 
 
 def slate_ndcg(split: Split, scores: np.ndarray, k: int = K, seed: int = 0) -> np.ndarray:
@@ -127,7 +108,7 @@ def compare(
             diff, lo, hi = (
                 (np.nan, np.nan, np.nan)
                 if name == reference
-                else paired_bootstrap(ref[mask], values[mask], n_boot, seed)
+                else paired_difference(ref[mask], values[mask], n_boot, seed)
             )
             rows.append(
                 {

@@ -76,6 +76,31 @@ class GateResult:
         return cls(**values)
 
 
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, samples: int, seed: int, level: float = LEVEL
+) -> tuple[float, float, float]:
+    """Mean of a - b over paired units and its percentile bootstrap interval (units resampled
+    with replacement, the same draw for both): the one bootstrap of the gate and the benchmarks.
+
+    `a` and `b` hold one value per unit (per-slate NDCG of two scorers on the same slates); a
+    unit with a NaN in either leaves. No unit left: NaNs.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values differ in shape: {a.shape} vs {b.shape}")
+    diff = (a - b)[~(np.isnan(a) | np.isnan(b))]
+    n = len(diff)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = np.empty(samples)
+    for start in range(0, samples, 256):  # chunks keep memory flat for 100k slates
+        stop = min(samples, start + 256)
+        means[start:stop] = diff[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(diff.mean()), float(low), float(high)
+
+
 def paired_bootstrap(
     y: np.ndarray,
     model: np.ndarray,
@@ -86,30 +111,21 @@ def paired_bootstrap(
     samples: int,
     seed: int,
 ) -> GateResult:
-    """Resample slates with replacement (the same draw for both scorers): the interval of the
-    mean per-slate NDCG@10 difference. Slates without a redemption carry no signal and leave."""
+    """NDCG@10 per slate of both scorers, then `paired_difference` over the slates. Slates
+    without a redemption carry no signal and leave."""
     a = per_slate(y, model, group, ks=(GATE_K,), seed=seed)
     b = per_slate(y, reference, group, ks=(GATE_K,), seed=seed)
     keep = a["n_pos"] > 0
     ma, mb = a[GATE_METRIC][keep], b[GATE_METRIC][keep]
-    n = len(ma)
-    if n == 0:
-        return GateResult(baseline, np.nan, np.nan, np.nan, np.nan, np.nan, 0, samples)
-    diff = ma - mb
-    rng = np.random.default_rng(seed)
-    means = np.empty(samples)
-    for start in range(0, samples, 256):  # chunks keep memory flat for 100k slates
-        stop = min(samples, start + 256)
-        means[start:stop] = diff[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    diff, low, high = paired_difference(ma, mb, samples, seed)
     return GateResult(
         baseline,
-        float(ma.mean()),
-        float(mb.mean()),
-        float(diff.mean()),
-        float(low),
-        float(high),
-        int(n),
+        float(ma.mean()) if len(ma) else np.nan,
+        float(mb.mean()) if len(mb) else np.nan,
+        diff,
+        low,
+        high,
+        int(len(ma)),
         int(samples),
     )
 

@@ -208,21 +208,6 @@ def test_withdrawals_variant(source) -> None:
 # ------------------------------------------------------------------------------- benchmark
 
 
-def test_paired_bootstrap_exact_cases(bench) -> None:
-    a = np.array([0.5, 0.7, np.nan, 0.2])
-    b = np.array([0.4, 0.6, 0.9, 0.1])
-    diff, lo, hi = bench.paired_bootstrap(a, b, n_boot=200, seed=1)
-    assert diff == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
-    x = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
-    diff, lo, hi = bench.paired_bootstrap(x, np.zeros(6), n_boot=2000, seed=0)
-    assert diff == pytest.approx(0.5) and 0.0 <= lo < 0.5 < hi <= 1.0
-    assert bench.paired_bootstrap(x, np.zeros(6), seed=3) == bench.paired_bootstrap(
-        x, np.zeros(6), seed=3
-    )
-    with pytest.raises(ValueError, match="shape"):
-        bench.paired_bootstrap(x, np.zeros(5))
-
-
 def test_compare_per_group(bench) -> None:
     ndcg = {
         "model": np.array([1.0, 0.5, np.nan, 1.0]),

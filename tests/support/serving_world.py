@@ -23,7 +23,6 @@ from features.snapshot import load_snapshot, publish_snapshot
 from features.sources import register_sources
 from features.tracking import RegisteredRanker
 from features.vector import (
-    CATEGORICAL_COLUMNS,
     FEATURE_COLUMNS,
     FeatureSource,
     OfferArrays,
@@ -181,9 +180,7 @@ def tiny_booster(tables, offers: pd.DataFrame, seed: int = 0) -> lgb.Booster:
     y = y + rng.normal(0, 0.5, n)
     params = {"objective": "regression", "num_leaves": 7, "min_data_in_leaf": 5, "verbose": -1,
               "num_threads": 1, "seed": seed, "deterministic": True}  # fmt: skip
-    data = lgb.Dataset(
-        X, y, feature_name=list(FEATURE_COLUMNS), categorical_feature=list(CATEGORICAL_COLUMNS)
-    )
+    data = lgb.Dataset(X, y, feature_name=list(FEATURE_COLUMNS))  # o_mcc as a number, as trained
     return lgb.train(params, data, num_boost_round=30)
 
 

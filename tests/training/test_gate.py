@@ -15,7 +15,13 @@ from features import contract as c
 from features import tracking
 from tests.training.conftest import RUN_TIME
 from training.config import TrainConfig
-from training.gate import GateResult, gate_refusal, paired_bootstrap, recorded_gate
+from training.gate import (
+    GateResult,
+    gate_refusal,
+    paired_bootstrap,
+    paired_difference,
+    recorded_gate,
+)
 from training.promote import promote
 from training.train import train
 
@@ -49,6 +55,35 @@ def test_a_model_as_often_worse_as_better_fails() -> None:
     refused = gate_refusal(gate)
     assert refused and "does not beat the popularity baseline on its 40 test slates" in refused
     assert f"{gate.low:+.4f} is not above 0" in refused
+
+
+def test_paired_difference_exact_cases() -> None:
+    # the one bootstrap of the gate and benchmarks/real_data.py, on per-unit values
+    a = np.array([0.5, 0.7, np.nan, 0.2])
+    b = np.array([0.4, 0.6, 0.9, 0.1])
+    diff, lo, hi = paired_difference(a, b, samples=200, seed=1)  # the NaN unit leaves
+    assert diff == pytest.approx(0.1) and lo == pytest.approx(0.1) and hi == pytest.approx(0.1)
+    x = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    diff, lo, hi = paired_difference(x, np.zeros(6), samples=2000, seed=0)
+    assert diff == pytest.approx(0.5) and 0.0 <= lo < 0.5 < hi <= 1.0
+    assert paired_difference(x, np.zeros(6), 500, 3) == paired_difference(x, np.zeros(6), 500, 3)
+    assert all(np.isnan(paired_difference(np.array([np.nan]), np.zeros(1), 10, 0)))
+    with pytest.raises(ValueError, match="shape"):
+        paired_difference(x, np.zeros(5), 10, 0)
+
+
+def test_the_gate_is_the_paired_difference_of_per_slate_ndcg() -> None:
+    y = np.array([1, 0, 0, 1, 0, 1], dtype=float)
+    model = np.array([2, 1, 1, 2, 2, 1], dtype=float)  # slates 1, 2 first; slate 3 second
+    reference = np.array([1, 2, 2, 1, 1, 2], dtype=float)  # the mirror image
+    gate = paired_bootstrap(
+        y, model, reference, np.array([2, 2, 2]), baseline="popularity", samples=300, seed=4
+    )
+    per_model = np.array([1.0, 1.0, ONE_BELOW])
+    per_reference = np.array([ONE_BELOW, ONE_BELOW, 1.0])
+    assert (gate.diff, gate.low, gate.high) == pytest.approx(
+        paired_difference(per_model, per_reference, 300, 4)
+    )
 
 
 def test_the_gate_travels_as_a_version_tag() -> None:

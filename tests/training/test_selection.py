@@ -6,12 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from features.vector import CATEGORICAL_COLUMNS, FEATURE_COLUMNS
+from features.vector import FEATURE_COLUMNS
 from training.config import TrainConfig
 from training.selection import (
+    TREE_CATEGORICAL,
+    Selection,
     candidates,
     development,
     fit_models,
+    fit_selected,
     fold_datasets,
     fold_starts,
     make_folds,
@@ -97,7 +100,7 @@ def test_rounds_come_from_the_pooled_curve_of_all_folds(synth_data) -> None:
             eval_set=[(fold.valid.X, fold.valid.y)],
             eval_group=[fold.valid.group],
             feature_name=list(FEATURE_COLUMNS),
-            categorical_feature=list(CATEGORICAL_COLUMNS),
+            categorical_feature=list(TREE_CATEGORICAL),
         )
         per_fold.append(single.evals_result_["validation"]["ndcg@10"])
     weights = np.array([f.valid.n_slates for f in folds], dtype=float)
@@ -132,3 +135,18 @@ def test_selection_model_sees_development_refit_sees_everything(synth_data) -> N
     dev = development(synth_data).informative()
     assert fitted.refit_saw["slates"] > dev.n_slates
     assert dev.slate_shown_ns().max() < synth_data.windows.valid_end.value
+
+
+def test_the_offer_mcc_is_split_as_a_number_without_the_sparse_category_warning(capfd) -> None:
+    # MCC codes span 0-9999: as a LightGBM category they are "sparse values" (a warning per
+    # Dataset); the trees split them as a number, so the model's o_mcc bins are a numeric range
+    dev = _slates(40, redeem_after_days=0.5)
+    mcc = FEATURE_COLUMNS.index("o_mcc")
+    dev.X[:, mcc] = np.tile([5411.0, 5912.0, 7011.0, 4121.0], 20)
+    dev.y[:] = np.tile([1.0, 0.0], 40)
+    config = TrainConfig(objectives="binary", num_leaves=3, min_child_samples=2)
+    selection = Selection(candidates(config)[0], 5, float("nan"), [])
+    model = fit_selected(dev, config, selection, max_slate_size=2)
+    info = model.booster_.dump_model()["feature_infos"]["o_mcc"]
+    assert info["min_value"] == 4121.0 and info["max_value"] == 7011.0 and info["values"] == []
+    assert "sparse values" not in "".join(capfd.readouterr())
