@@ -10,7 +10,7 @@ named function below it, in the order it runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from features.tracking import CHAMPION, RegisteredRanker, load_registered_model
 from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import SENSITIVE_MCCS, Consent, UserFacts, as_utc, policy_version
+from serving.compiled import CompiledChoice, choose_compiled
 from serving.explain import PathExplainer, ReasonWriter
 from serving.sources import check_sources
 
@@ -66,6 +67,7 @@ class ServingState:
     loaded_at: datetime
     watched: tuple[Signature, ...] = ()  # the erasure register and reload marker as read
     leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
+    compiled: CompiledChoice = CompiledChoice(None, "off", "not loaded")  # serving.compiled
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -79,7 +81,15 @@ class ServingState:
             "policy_version": self.policy_version,
             "offers": len(self.offers),
             "loaded_at": self.loaded_at.isoformat(),
+            "scoring": {"path": self.scoring_path, **self.compiled.describe()},
         }
+
+    @property
+    def scoring_path(self) -> str:
+        """What scores a request: the compiled forest, leaf sums, or Booster.predict."""
+        if self.compiled.forest is not None:
+            return "compiled"
+        return "leaf_sums" if self.leaf_scores else "booster"
 
 
 def load_state(
@@ -109,9 +119,13 @@ def load_state(
     check_half_life(model, manifest)
     frames = load_tables(data_dir, tables=(USERS, CONSENTS, OFFERS))
     erased = read_erasures(home / "erasures")
-    return _assemble_state(
+    state = _assemble_state(
         model, model_alias, tables, manifest, frames, erased, watched, current_policy
     )
+    # The compiled forest is checked on the same snapshot rows as the leaf sums.
+    probe = _probe_matrix(state.source, tables, state.offers, state.cutoff_ns)
+    compiled = choose_compiled(model.booster, probe, home, state.model_name, state.model_version)
+    return replace(state, compiled=compiled)
 
 
 def check_feature_columns(model: RegisteredRanker) -> None:
