@@ -369,21 +369,15 @@ def main() -> None:
         Timing("raw compiled forest (100 x assembled)", _time(lambda: forest.predict(X), n))
     )
     print(f"compiled forest: {state.compiled.why}", flush=True)
-    interval = Scorer(
-        home,
-        data,
-        audit=AuditLog(home / "audit", sync=SYNC_INTERVAL),
-        state=state,
-        allow_past_now=True,
-    )
+
+    def in_process(on: Any, explain: str = "path") -> Scorer:
+        """A Scorer on a loaded state, its audit fsynced at most once a second."""
+        audit = AuditLog(home / "audit", sync=SYNC_INTERVAL)
+        return Scorer(home, data, audit=audit, state=on, explain=explain, allow_past_now=True)
+
+    interval = in_process(state)
     leaf_state = replace(state, compiled=CompiledChoice(None, "off", "benchmark"))
-    leafpath = Scorer(
-        home,
-        data,
-        audit=AuditLog(home / "audit", sync=SYNC_INTERVAL),
-        state=leaf_state,
-        allow_past_now=True,
-    )
+    leafpath = in_process(leaf_state)
     assert leaf_state.scoring_path == "leaf_sums", leaf_state.scoring_path
     booster_rank = Timing(
         "Scorer.rank, Booster leaf sums (OFFERS_COMPILED=off; audit fsync <= 1/s)",
@@ -401,14 +395,7 @@ def main() -> None:
             _time(lambda: scorer.rank(user, "offer_ranking", 10, candidates, now), n),
         )
     )
-    shap = Scorer(
-        home,
-        data,
-        audit=AuditLog(home / "audit", sync=SYNC_INTERVAL),
-        state=state,
-        explain="shap",
-        allow_past_now=True,
-    )
+    shap = in_process(state, explain="shap")
     rows.append(
         Timing(
             "Scorer.rank with exact TreeSHAP reasons",
