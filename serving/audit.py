@@ -92,6 +92,7 @@ class AuditLog:
         self._fd: int | None = None
         self._pid = 0
         self._day = ""
+        self._path = self.dir
         self._last_sync = 0.0
 
     # ------------------------------------------------------------------ writing
@@ -106,7 +107,7 @@ class AuditLog:
             self.dir.mkdir(parents=True, exist_ok=True)
             path = self.dir / f"{day}{SUFFIX}"
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, _FILE_MODE)
-            self._day, self._pid = day, pid
+            self._day, self._pid, self._path = day, pid, path
         return self._fd
 
     def append(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,7 +128,7 @@ class AuditLog:
                 ).encode()
                 try:
                     fd = self._descriptor(now.strftime("%Y-%m-%d"))
-                    append_record(fd, line, self.dir / f"{self._day}{SUFFIX}", sync=False)
+                    append_record(fd, line, self._path, sync=False)
                 except OSError as exc:  # AppendError included: ENOSPC, EIO, short write
                     raise AuditUnavailable(f"audit log not writable: {exc}") from exc
                 written.append(full)

@@ -383,8 +383,11 @@ class Scorer:
             return [[] for _ in users]
         n_users = len(users)
         X = self.request_matrix(state, users, idx, now_ns)
-        explainer, leaves = state.explainer, None
-        if state.leaf_scores and self.explain == PATH and len(X) <= LEAF_SCORE_MAX_ROWS:
+        explainer, leaves, forest = state.explainer, None, state.compiled.forest
+        if forest is not None:
+            # Native code scores every row; leaves (reasons) are found for the top k only.
+            scores = forest.predict(X).reshape(n_users, n_off)
+        elif state.leaf_scores and self.explain == PATH and len(X) <= LEAF_SCORE_MAX_ROWS:
             # One call into LightGBM gives both the scores and the reasons (see serving.explain).
             leaves = explainer.leaves(state.booster, X)
             scores = explainer.scores(leaves).reshape(n_users, n_off)

@@ -33,6 +33,7 @@ from features.tracking import CHAMPION, RegisteredRanker, load_registered_model
 from features.validate import load_tables
 from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
 from policy import SENSITIVE_MCCS, Consent, UserFacts, as_utc, policy_version
+from serving.compiled import CompiledChoice, choose_compiled
 from serving.explain import PathExplainer, ReasonWriter
 from serving.online import OnlineFeatures
 from serving.sources import check_sources
@@ -71,6 +72,7 @@ class ServingState:
     watched: tuple[Signature, ...] = ()  # the erasure register and reload marker as read
     leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
     online: OnlineFeatures | None = None  # users' rows per request from Redis (else `source`)
+    compiled: CompiledChoice = CompiledChoice(None, "off", "not loaded")  # serving.compiled
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -85,7 +87,15 @@ class ServingState:
             "policy_version": self.policy_version,
             "offers": len(self.offers),
             "loaded_at": self.loaded_at.isoformat(),
+            "scoring": {"path": self.scoring_path, **self.compiled.describe()},
         }
+
+    @property
+    def scoring_path(self) -> str:
+        """What scores a request: the compiled forest, leaf sums, or Booster.predict."""
+        if self.compiled.forest is not None:
+            return "compiled"
+        return "leaf_sums" if self.leaf_scores else "booster"
 
 
 def load_state(
@@ -118,10 +128,12 @@ def load_state(
     check_half_life(model, manifest)
     frames = load_tables(data_dir, tables=(USERS, CONSENTS, OFFERS))
     erased = read_erasures(home / "erasures")
-    state = _assemble_state(
+    state, probe = _assemble_state(
         model, model_alias, source, manifest, frames, erased, watched, current_policy
     )
-    return replace(state, online=online_features)
+    # The compiled forest is checked on the same snapshot rows as the leaf sums.
+    compiled = choose_compiled(model.booster, probe, home, state.model_name, state.model_version)
+    return replace(state, online=online_features, compiled=compiled)
 
 
 def _load_features(
@@ -190,15 +202,16 @@ def _assemble_state(
     erased: dict[str, datetime],
     watched: tuple[Signature, ...],
     current_policy: str,
-) -> ServingState:
-    """What was read, as the arrays and maps a request reads (no I/O)."""
+) -> tuple[ServingState, np.ndarray]:
+    """What was read, as the arrays and maps a request reads (no I/O), and the probe rows the
+    fast scoring paths were checked on."""
     cutoff = as_utc(pd.Timestamp(manifest["cutoff"]).to_pydatetime())
     offers_frame = frames[OFFERS]
     offers = OfferArrays.from_frame(offers_frame)
     reasons = ReasonWriter(FEATURE_COLUMNS)
     explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(reasons.projection)
     probe = _probe_matrix(source, offers, instant_ns(cutoff))
-    return ServingState(
+    state = ServingState(
         booster=model.booster,
         model_name=str(model.name),
         model_version=str(model.version),
@@ -219,6 +232,7 @@ def _assemble_state(
         watched=watched,
         leaf_scores=explainer.exact_on(model.booster, probe),
     )
+    return state, probe
 
 
 def _probe_matrix(source: FeatureSource, offers: OfferArrays, cutoff_ns: int) -> np.ndarray:

@@ -100,7 +100,7 @@ def make_folds(dev: Split, config: TrainConfig) -> list[Fold]:
     starts = fold_starts(
         informative.slate_shown_ns(), config.n_folds, config.fold_share, config.min_fold_slates
     )
-    ends = [*starts[1:], int(np.iinfo(np.int64).max)]
+    ends = [*starts[1:], int(np.iinfo(np.int64).max)][: len(starts)]  # no start: no fold
     slate_ns = dev.slate_shown_ns()
     folds = []
     for start, end in zip(starts, ends, strict=True):

@@ -80,6 +80,11 @@ def test_a_fold_learns_only_from_the_past_with_the_labels_known_then() -> None:
     assert [f.valid.n_slates for f in folds] == [2, 2, 2]
 
 
+def test_too_few_slates_to_validate_on_make_no_fold() -> None:
+    dev = _slates(10, redeem_after_days=2.5)
+    assert make_folds(dev, TrainConfig(fold_share=0.05)) == []  # 10 x 0.05: no slate to validate
+
+
 def test_rounds_come_from_the_pooled_curve_of_all_folds(synth_data) -> None:
     config = TrainConfig(
         objectives="lambdarank", num_leaves=7, n_estimators=12, early_stopping_rounds=0

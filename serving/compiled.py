@@ -1,0 +1,269 @@
+"""Compiled trees: the champion's forest as native code (lleaves on LLVM) behind the same Scorer.
+
+Why: LightGBM's predict walks every tree through a generic interpreter; lleaves compiles each
+tree to branches, which scores a request's 100 rows many times faster (README, serving
+benchmark). The native code is trusted only once it agrees with `Booster.predict` within
+TOLERANCE on real rows of the snapshot (and the same rows with their columns shuffled, to reach
+more branches) at load; otherwise serving keeps the leaf-sum path and says why (log, /readyz).
+
+Compiling costs a minute or two for 300 trees, so the object code is cached under
+OFFERS_HOME/serving/compiled/<model>/v<version>/, one file per (model text, compiler, CPU): a
+JSON header line (hashes) then the code, written aside and renamed. A file whose key, model
+hash or code checksum does not match is rebuilt, never loaded (truncated object code would crash
+the loader); one that loads but disagrees with the Booster is deleted and the worker falls back
+(the next load rebuilds it). Workers starting together take a lock: one compiles, the others
+load its file. `OFFERS_COMPILED=off` turns the whole thing off; lleaves is the `fast` extra.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+COMPILED_ENV = "OFFERS_COMPILED"  # "auto" (default): compiled when it checks out; "off"
+AUTO = "auto"
+OFF = "off"
+SETTINGS = (AUTO, OFF)
+TOLERANCE = 1e-9  # largest |compiled - Booster.predict| accepted on the check rows
+CACHE_DIR = ("serving", "compiled")  # under OFFERS_HOME
+FORMAT = "offers-compiled-forest/1"
+_COMPILE_OPTIONS = {"raw_score": False, "fcodemodel": "large"}  # the same at compile and load
+_SEED = 20250601  # the column shuffle of the check rows: the same rows on every load
+_MEMO_SIZE = 4
+_compiled_here: dict[str, bytes] = {}  # key -> code this process compiled: a rebuild reuses it
+
+
+def compiled_setting(env: Mapping[str, str] | None = None) -> str:
+    """OFFERS_COMPILED: auto (default) or off; anything else is refused, naming the variable."""
+    env = os.environ if env is None else env
+    value = env.get(COMPILED_ENV, "").strip().lower() or AUTO
+    if value not in SETTINGS:
+        raise ValueError(f"{COMPILED_ENV}={value!r}: expected one of {', '.join(SETTINGS)}")
+    return value
+
+
+class CompiledForest:
+    """lleaves' native model made from object code; pickles as that code (batch workers)."""
+
+    def __init__(self, model_text: str, code: bytes) -> None:
+        self.model_text = model_text
+        self.code = code
+        self._model = _load_code(model_text, code)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The same numbers as `Booster.predict(X)` (within TOLERANCE), on one thread."""
+        return self._model.predict(X, n_jobs=1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"model_text": self.model_text, "code": self.code}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model_text"], state["code"])
+
+
+@dataclass(frozen=True)
+class CompiledChoice:
+    """What the state scores with and why (shown by /readyz)."""
+
+    forest: CompiledForest | None
+    setting: str
+    why: str
+
+    def describe(self) -> dict[str, str]:
+        return {"setting": self.setting, "compiled": self.forest is not None, "why": self.why}
+
+
+def choose_compiled(
+    booster: lgb.Booster, probe: np.ndarray, home: Path, model_name: str, model_version: str
+) -> CompiledChoice:
+    """The compiled forest when the setting allows it and it agrees with the Booster."""
+    setting = compiled_setting()
+    if setting == OFF:
+        return CompiledChoice(None, setting, f"{COMPILED_ENV}=off")
+    if importlib.util.find_spec("lleaves") is None:
+        return CompiledChoice(
+            None, setting, "lleaves is not installed (pip install 'offers[fast]')"
+        )
+    if len(probe) == 0:
+        return CompiledChoice(None, setting, "no snapshot rows to check a compiled forest against")
+    model_text = booster.model_to_string()
+    path = entry_path(home, model_name, model_version, model_text)
+    try:
+        code, origin = _cached_or_compiled(path, model_text)
+        forest = CompiledForest(model_text, code)
+        diff = max_difference(forest, booster, probe)
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.warning("compiled forest unavailable, scoring with the Booster: %s", exc)
+        return CompiledChoice(None, setting, f"compiling failed: {exc}")
+    if not diff <= TOLERANCE:  # NaN fails too
+        path.unlink(missing_ok=True)
+        why = (
+            f"compiled forest ({origin}) differs from Booster.predict by {diff:.3g} > "
+            f"{TOLERANCE:g} on the check rows; cache entry removed, the next load rebuilds it"
+        )
+        log.warning("%s: scoring with the Booster", why)
+        return CompiledChoice(None, setting, why)
+    why = (
+        f"lleaves ({origin}), max |compiled - Booster.predict| {diff:.1e} on {2 * len(probe)} rows"
+    )
+    log.info("compiled forest for %s v%s: %s", model_name, model_version, why)
+    return CompiledChoice(forest, setting, why)
+
+
+def max_difference(forest: CompiledForest, booster: lgb.Booster, probe: np.ndarray) -> float:
+    """Largest |compiled - Booster| on the rows and on the rows with each column shuffled."""
+    rows = np.vstack([probe, np.random.default_rng(_SEED).permuted(probe, axis=0)])
+    return float(np.max(np.abs(forest.predict(rows) - booster.predict(rows, num_threads=1))))
+
+
+# ------------------------------------------------------------------------------ the cache
+
+
+@cache
+def _toolchain() -> dict[str, str]:
+    """What the object code depends on besides the model: compiler versions and this CPU."""
+    import llvmlite
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    try:
+        features = llvm.get_host_cpu_features().flatten()
+    except RuntimeError:  # LLVM cannot read them on some hosts; lleaves then compiles without
+        features = ""
+    return {
+        "lleaves": version("lleaves"),
+        "llvmlite": llvmlite.__version__,
+        "triple": llvm.get_process_triple(),
+        "cpu": llvm.get_host_cpu_name(),
+        "cpu_features": features,
+        "options": json.dumps(_COMPILE_OPTIONS, sort_keys=True),
+    }
+
+
+def entry_path(home: Path, model_name: str, model_version: str, model_text: str) -> Path:
+    """OFFERS_HOME/serving/compiled/<model>/v<version>/forest-<key>.bin."""
+    key = _key(model_text)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", model_name)
+    return Path(home).joinpath(*CACHE_DIR, safe, f"v{model_version}", f"forest-{key[:24]}.bin")
+
+
+def _key(model_text: str) -> str:
+    parts = {"model_sha256": _sha(model_text.encode()), **_toolchain()}
+    return _sha(json.dumps(parts, sort_keys=True).encode())
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_entry(path: Path, model_text: str) -> tuple[bytes | None, str]:
+    """(code, "") from a sound entry for this model, else (None, why it is not used)."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None, "no cached entry"
+    head, sep, code = blob.partition(b"\n")
+    try:
+        header = json.loads(head) if sep else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        return None, "unreadable header"
+    if header.get("model_sha256") != _sha(model_text.encode()):
+        return None, "built from another model"
+    if header.get("key") != _key(model_text):
+        return None, "built by another compiler or for another CPU"
+    if header.get("code_bytes") != len(code) or header.get("code_sha256") != _sha(code):
+        return None, "object code does not match its checksum"
+    return code, ""
+
+
+def _cached_or_compiled(path: Path, model_text: str) -> tuple[bytes, str]:
+    """The cached code, or code compiled now and cached (one compiler per entry at a time)."""
+    code, why = read_entry(path, model_text)
+    if code is not None:
+        return code, f"cached {path.name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be compiling this very entry
+        code, why = read_entry(path, model_text)
+        if code is not None:
+            return code, f"cached {path.name} by another worker"
+        if why != "no cached entry":
+            log.warning("compiled forest cache %s not used (%s): rebuilding it", path, why)
+        started = time.monotonic()
+        code = _compiled_here.get(_key(model_text)) or compile_code(model_text)
+        seconds = time.monotonic() - started
+        try:
+            write_entry(path, model_text, code)
+        except OSError as exc:
+            log.warning("compiled forest not cached at %s: %s", path, exc)
+            return code, f"compiled in {seconds:.0f} s, not cached: {exc}"
+    return code, f"compiled in {seconds:.0f} s ({why}), cached {path.name}"
+
+
+def write_entry(path: Path, model_text: str, code: bytes) -> None:
+    """Header line and code, written aside, fsynced and renamed: never half an entry."""
+    header = {
+        "format": FORMAT,
+        "key": _key(model_text),
+        "model_sha256": _sha(model_text.encode()),
+        "code_sha256": _sha(code),
+        "code_bytes": len(code),
+    }
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(header, sort_keys=True).encode() + b"\n" + code)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def compile_code(model_text: str) -> bytes:
+    """Object code for this host from LightGBM's model text (lleaves writes it to `cache`)."""
+    import lleaves
+
+    with tempfile.TemporaryDirectory(prefix="offers-compile-") as tmp:
+        model_file, code_file = Path(tmp, "model.txt"), Path(tmp, "forest.o")
+        model_file.write_text(model_text, encoding="utf-8")
+        lleaves.Model(model_file=str(model_file)).compile(cache=str(code_file), **_COMPILE_OPTIONS)
+        code = code_file.read_bytes()
+    while len(_compiled_here) >= _MEMO_SIZE:
+        _compiled_here.pop(next(iter(_compiled_here)))
+    _compiled_here[_key(model_text)] = code
+    return code
+
+
+def _load_code(model_text: str, code: bytes) -> Any:
+    """A callable lleaves Model from code already checked against its header."""
+    import lleaves
+
+    with tempfile.TemporaryDirectory(prefix="offers-compiled-") as tmp:
+        model_file, code_file = Path(tmp, "model.txt"), Path(tmp, "forest.o")
+        model_file.write_text(model_text, encoding="utf-8")
+        code_file.write_bytes(code)
+        model = lleaves.Model(model_file=str(model_file))
+        model.compile(cache=str(code_file), **_COMPILE_OPTIONS)  # loads the code, no compile
+    return model

@@ -1,0 +1,153 @@
+"""Compiled trees (serving/compiled.py): the same scores within 1e-9, the same responses and
+reasons, a cache keyed by model version that is rebuilt (never trusted) when it does not check
+out, and a fall back to the leaf-sum path, saying why, when the compiled forest disagrees."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import pickle
+from datetime import datetime
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from serving_world import NOW, USERS_BY_REASON, World
+
+from serving.compiled import (
+    COMPILED_ENV,
+    compile_code,
+    compiled_setting,
+    entry_path,
+    read_entry,
+    write_entry,
+)
+from serving.state import load_state
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("lleaves") is None, reason="needs the fast extra (lleaves)"
+)
+
+
+def _entry(world: World, version: str = "1"):
+    return entry_path(world.home, "offer-ranker", version, world.booster.model_to_string())
+
+
+def _random_booster(seed: int) -> tuple[lgb.Booster, np.ndarray]:
+    """A real LightGBM model with a categorical column and missing values, and rows for it."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(3000, 6))
+    X[:, 5] = rng.integers(0, 40, 3000)  # categorical
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = np.nan_to_num(X[:, 0]) * 2 + np.sin(np.nan_to_num(X[:, 1])) + (X[:, 5] % 3 == 0)
+    params = {"objective": "regression", "num_leaves": 31, "verbose": -1, "num_threads": 1,
+              "seed": seed, "deterministic": True, "min_data_in_leaf": 5}  # fmt: skip
+    data = lgb.Dataset(X, y, categorical_feature=[5])
+    return lgb.train(params, data, num_boost_round=80), X
+
+
+def test_compiled_scores_equal_booster_predict_within_1e9_on_a_real_model() -> None:
+    from serving.compiled import CompiledForest
+
+    booster, X = _random_booster(0)
+    text = booster.model_to_string()
+    forest = CompiledForest(text, compile_code(text))
+    rows = np.vstack([X, np.full((1, 6), np.nan), X[:50] * 1e6])  # all missing, far out
+    diff = np.abs(forest.predict(rows) - booster.predict(rows))
+    assert diff.max() <= 1e-9
+    clone = pickle.loads(pickle.dumps(forest))  # batch workers receive the state pickled
+    assert np.array_equal(clone.predict(rows), forest.predict(rows))
+
+
+def test_the_scorer_serves_the_checked_compiled_forest(world: World) -> None:
+    state = world.scorer().state
+    assert state.scoring_path == "compiled"
+    scoring = state.describe()["scoring"]
+    assert scoring["compiled"] is True and scoring["setting"] == "auto"
+    assert "max |compiled - Booster.predict|" in scoring["why"]
+    assert _entry(world).parent == world.home / "serving" / "compiled" / "offer-ranker" / "v1"
+    assert read_entry(_entry(world), world.booster.model_to_string())[0] is not None
+
+
+def test_same_responses_and_reasons_with_compiled_on_and_off(world: World, monkeypatch) -> None:
+    on = world.scorer()
+    monkeypatch.setenv(COMPILED_ENV, "off")
+    off = world.scorer()
+    assert (on.state.scoring_path, off.state.scoring_path) == ("compiled", "leaf_sums")
+    assert off.state.describe()["scoring"]["why"] == f"{COMPILED_ENV}=off"
+    now = datetime.fromisoformat(NOW)
+    ranked = 0
+    for user in USERS_BY_REASON:
+        for k in (1, 3, 10):
+            a = on.rank(user, "offer_ranking", k, now=now)
+            b = off.rank(user, "offer_ranking", k, now=now)
+            assert a.decision == b.decision and a.cold_start == b.cold_start
+            assert [(o.offer_id, o.rank, o.reasons) for o in a.offers] == [
+                (o.offer_id, o.rank, o.reasons) for o in b.offers
+            ]
+            assert np.allclose([o.score for o in a.offers], [o.score for o in b.offers],
+                               rtol=0, atol=1e-9)  # fmt: skip
+            ranked += bool(a.offers) and not a.cold_start
+    assert ranked == 3  # u_ok, warm, at each k: the model path was compared
+
+
+def test_a_corrupt_cache_entry_is_rebuilt_not_loaded(world: World, caplog) -> None:
+    world.scorer()
+    path = _entry(world)
+    blob = bytearray(path.read_bytes())
+    blob[-100] ^= 0xFF  # one bit pattern in the object code
+    path.write_bytes(bytes(blob))
+    assert read_entry(path, world.booster.model_to_string()) == (
+        None,
+        "object code does not match its checksum",
+    )
+    with caplog.at_level(logging.WARNING, logger="serving.compiled"):
+        state = world.scorer().state
+    assert state.scoring_path == "compiled" and "rebuilding" in caplog.text
+    assert read_entry(path, world.booster.model_to_string())[0] is not None  # sound again
+
+
+def test_an_entry_that_disagrees_with_the_booster_falls_back_and_is_removed(
+    world: World, caplog
+) -> None:
+    """A forged entry: a sound header for this model around another model's object code."""
+    path = _entry(world)
+    path.parent.mkdir(parents=True)
+    rows = np.random.default_rng(2).normal(size=(200, world.booster.num_feature()))
+    params = {"objective": "regression", "verbose": -1, "num_threads": 1}
+    other = lgb.train(params, lgb.Dataset(rows, np.arange(200.0)), num_boost_round=5)
+    write_entry(path, world.booster.model_to_string(), compile_code(other.model_to_string()))
+    with caplog.at_level(logging.WARNING, logger="serving.compiled"):
+        state = world.scorer().state
+    assert state.scoring_path == "leaf_sums"  # the checked path of before
+    why = state.describe()["scoring"]["why"]
+    assert "differs from Booster.predict" in why and "removed" in why
+    assert "scoring with the Booster" in caplog.text
+    assert not path.exists()
+    assert world.scorer().state.scoring_path == "compiled"  # the next load rebuilt it
+
+
+def test_the_cache_is_keyed_by_model_version_and_a_foreign_entry_is_rebuilt(
+    world: World, caplog
+) -> None:
+    world.scorer()
+    v1 = _entry(world, "1")
+    world.version = "2"
+    v2 = _entry(world, "2")
+    assert v1 != v2 and v2.parent.name == "v2"
+    v2.parent.mkdir(parents=True)
+    other, _ = _random_booster(3)  # another model's entry under this version's name
+    write_entry(v2, other.model_to_string(), b"not object code")
+    assert read_entry(v2, world.booster.model_to_string()) == (None, "built from another model")
+    with caplog.at_level(logging.WARNING, logger="serving.compiled"):
+        state = world.scorer().state
+    assert state.model_version == "2" and state.scoring_path == "compiled"
+    assert "built from another model" in caplog.text
+    assert v1.exists() and read_entry(v2, world.booster.model_to_string())[0] is not None
+
+
+def test_the_setting_is_auto_or_off_and_a_typo_is_refused(world: World, monkeypatch) -> None:
+    assert compiled_setting({}) == "auto" and compiled_setting({COMPILED_ENV: " OFF "}) == "off"
+    monkeypatch.setenv(COMPILED_ENV, "fast")
+    with pytest.raises(ValueError, match=f"{COMPILED_ENV}='fast': expected one of auto, off"):
+        load_state(world.home, world.data, model_loader=world.loader)
