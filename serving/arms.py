@@ -20,7 +20,6 @@ import numpy as np
 
 from features.instants import instant_ns
 from features.tracking import CHALLENGER, load_registered_model
-from features.vector import FEATURE_COLUMNS
 from policy import ConsentState, ConsentStatus, Decision, Reason
 from serving.experiments import (
     CHALLENGER_ARM,
@@ -31,15 +30,8 @@ from serving.experiments import (
     explore,
     load_experiments,
 )
-from serving.explain import PathExplainer
 from serving.results import RankedOffer, RankResult
-from serving.state import (
-    ModelLoader,
-    ServingState,
-    check_booster_width,
-    check_feature_columns,
-    check_model_policy,
-)
+from serving.state import ModelLoader, ServingState, state_for_model
 
 if TYPE_CHECKING:
     from serving.scorer import Scorer
@@ -67,20 +59,7 @@ def load_arms(
     if not any(CHALLENGER_ARM in e.shares for e in experiments):
         return ArmStates(experiments)
     model = (model_loader or load_registered_model)(home, CHALLENGER)
-    check_feature_columns(model)
-    check_booster_width(model)
-    check_model_policy(model, base.policy_version)
-    reasons = base.reasons
-    explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(reasons.projection)
-    challenger = replace(
-        base,
-        booster=model.booster,
-        model_name=str(model.name),
-        model_version=str(model.version),
-        model_alias=CHALLENGER,
-        explainer=explainer,
-        leaf_scores=False,  # scores from Booster.predict: not probed for leaf-sum exactness
-    )
+    challenger = state_for_model(home, base, model, CHALLENGER)
     return ArmStates(experiments, challenger)
 
 

@@ -247,6 +247,30 @@ def _probe_matrix(source: FeatureSource, offers: OfferArrays, cutoff_ns: int) ->
     return assemble(source, user_col, np.full(len(idx), cutoff_ns), offers.take(idx))
 
 
+def state_for_model(
+    home: Path, base: ServingState, model: RegisteredRanker, alias: str
+) -> ServingState:
+    """The same snapshot and policy facts scored by another registered model (an experiment's
+    challenger): its own checks, its own explainer and its own checked fast paths, never the
+    base model's compiled forest or leaf-sum verdict."""
+    check_feature_columns(model)
+    check_booster_width(model)
+    check_model_policy(model, base.policy_version)
+    explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(base.reasons.projection)
+    probe = _probe_matrix(base.source, base.offers, base.cutoff_ns)
+    name, version = str(model.name), str(model.version)
+    return replace(
+        base,
+        booster=model.booster,
+        model_name=name,
+        model_version=version,
+        model_alias=alias,
+        explainer=explainer,
+        leaf_scores=explainer.exact_on(model.booster, probe),
+        compiled=choose_compiled(model.booster, probe, home, name, version),
+    )
+
+
 def watched_paths(home: Path) -> tuple[Path, Path]:
     """Files whose change makes every worker reload: the erasure register, the reload marker."""
     return (home / "erasures" / REGISTER, home / SERVING_DIR / RELOAD_MARKER)

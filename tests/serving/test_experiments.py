@@ -294,3 +294,21 @@ def test_a_challenger_arm_without_a_challenger_model_refuses_to_load(world: Worl
 
     with pytest.raises(LookupError, match="challenger"):
         Scorer(world.home, world.data, model_loader=champion_only, allow_past_now=True)
+
+
+def test_the_challenger_scores_with_its_own_forest_never_the_champions(world: World) -> None:
+    """Regression: the challenger's state was the champion's with another booster, and kept the
+    champion's compiled forest, so the challenger arm served the champion's scores."""
+    start_experiment(world, THREE)
+    scorer = two_model_scorer(world)
+    champion, challenger = scorer.state, scorer.arms.challenger
+    assert challenger is not None and challenger.booster is not champion.booster
+    idx = np.arange(len(champion.offers))
+    X = Scorer.request_matrix(champion, ["u_ok"], idx, champion.cutoff_ns)
+    assert not np.allclose(challenger.booster.predict(X), champion.booster.predict(X))
+    assert champion.compiled.forest is not None, champion.compiled.why  # lleaves is in dev
+    assert challenger.compiled.forest is not None, challenger.compiled.why
+    assert challenger.compiled.forest is not champion.compiled.forest
+    np.testing.assert_allclose(
+        challenger.compiled.forest.predict(X), challenger.booster.predict(X), rtol=0, atol=1e-9
+    )
