@@ -52,8 +52,9 @@ from serving.auth import (
 from serving.auth import read_tokens as read_tokens  # offers.cli imports it from here
 from serving.experiments_api import add_experiment_routes
 from serving.limits import Limits, RequestGuard, limits_from_env
+from serving.requests import MAX_K, RequestError, decision_time
 from serving.results import RankAllowed, RankDenied
-from serving.scorer import CHANNEL_API, MAX_K, RequestError, Scorer, decision_time
+from serving.scorer import CHANNEL_API, Scorer
 from serving.watcher import ReloadWatcher
 
 log = logging.getLogger(__name__)

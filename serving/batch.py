@@ -24,8 +24,9 @@ from features.tracking import CHAMPION
 from policy import OFFER_RANKING
 from serving.audit import AuditLog
 from serving.outputs import write_output
+from serving.requests import check_request, decision_time
 from serving.results import RankResult
-from serving.scorer import Scorer, check_request, decision_time
+from serving.scorer import Scorer
 from serving.state import ModelLoader, ServingState
 
 DECISION = "decision"

@@ -10,8 +10,9 @@ with one thread, and appends one audit record.
 Features come from the published snapshot as of its cutoff (through `features.vector.assemble`,
 the function training uses), and offers must be active at the request's `now`.
 
-Reads top to bottom: the request checks, then `Scorer.rank` / `rank_many` and the steps they
-take in call order (candidates, decision, slate, cold-start popularity or the model, reasons).
+Reads top to bottom: `Scorer.rank` / `rank_many` (after serving.requests' checks) and the steps
+they take in call order (candidates, decision, slate, cold-start popularity or the model,
+reasons).
 Loading and its checks live in serving.state, the HTTP body schema in serving.results.
 """
 
@@ -22,7 +23,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,12 @@ from features import definitions as fd
 from features.instants import instant_ns
 from features.tracking import CHAMPION
 from features.vector import FEATURE_COLUMNS, assemble
-from policy import Decision, as_utc, decide
+from policy import Decision, decide
 from serving.arms import ArmStates, load_arms, rank_in_experiment
 from serving.audit import AuditLog, new_request_id
 from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
 from serving.online import on_current_state, with_users_features
+from serving.requests import RequestError, check_request, decision_time
 from serving.results import RankedOffer, RankResult
 from serving.state import ModelLoader, ServingState, load_state, mark_reload
 from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
@@ -43,63 +45,11 @@ from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli
 log = logging.getLogger(__name__)
 
 LEAF_SCORE_MAX_ROWS = 4096  # beyond: predict, then leaves of the top k only (batch chunks)
-MAX_K = 100
 CHANNEL_API = "api"
 CHANNEL_BATCH = "batch"
 CHANNEL_IN_PROCESS = "in_process"
-# A request's `now` may lag the server clock by this much (client clocks drift). Further in the
-# past only in replay mode: a past decision time would otherwise undo a withdrawal.
-CLOCK_SKEW = timedelta(minutes=5)
-# The decision times the system answers for: [NOW_MIN, NOW_MAX) in UTC. Far inside the
-# nanosecond range every array here uses (1677..2262); outside it a `now` is a client's bug,
-# refused (RequestError, HTTP 422) before anything is decided, never a crash.
-NOW_MIN = datetime(1970, 1, 1, tzinfo=UTC)
-NOW_MAX = datetime(2200, 1, 1, tzinfo=UTC)
 _M_POP = FEATURE_COLUMNS.index(fd.MERCHANT_POPULARITY)
 _C_POP = FEATURE_COLUMNS.index(fd.MCC_POPULARITY)
-
-
-class RequestError(ValueError):
-    """A request the Scorer cannot answer as asked (HTTP 422): nothing was decided."""
-
-
-class NowOutOfRangeError(RequestError):
-    """A `now` outside NOW_MIN..NOW_MAX: nothing is decided and nothing is recorded."""
-
-
-def decision_time(now: datetime | None) -> datetime:
-    """`now` in UTC (naive means UTC; None means the clock), refused outside the range.
-
-    Checked before any conversion: converting `0001-01-01T00:00:00+01:00` to UTC overflows.
-    """
-    if now is None:
-        return datetime.now(UTC)
-    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-    if not NOW_MIN <= aware < NOW_MAX:
-        raise NowOutOfRangeError(
-            f"now {now.isoformat()} is out of range: decision times must be from "
-            f"{NOW_MIN.isoformat()} up to (not including) {NOW_MAX.isoformat()}"
-        )
-    return as_utc(aware)
-
-
-def check_request(state: ServingState, k: int, now: datetime, allow_past_now: bool) -> None:
-    """k in range, `now` not before the snapshot's cutoff and (outside replay) not in the past.
-
-    Public because a batch checks once up front (serving.batch) what every chunk checks again.
-    """
-    if not 1 <= k <= MAX_K:
-        raise RequestError(f"k must be between 1 and {MAX_K}, not {k}")
-    if now < state.cutoff:
-        raise RequestError(
-            f"now {now.isoformat()} is before the feature snapshot's cutoff "
-            f"{state.cutoff.isoformat()}: its features would come from the future"
-        )
-    if not allow_past_now and now < datetime.now(UTC) - CLOCK_SKEW:
-        raise RequestError(
-            f"now {now.isoformat()} is in the past: a past decision time could undo a "
-            "withdrawal, so it is accepted only in replay mode (allow_past_now)"
-        )
 
 
 @dataclass(frozen=True)

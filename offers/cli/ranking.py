@@ -198,7 +198,7 @@ def score_batch_cmd(
 ):
     """Top k for every user, with the same policy decision and one audit record per user."""
     from serving.audit import AuditUnavailable
-    from serving.scorer import RequestError
+    from serving.requests import RequestError
 
     score_batch = _batch_scorer(engine, spark_master)
     home = load_settings().home

@@ -63,7 +63,7 @@ def test_the_batch_front_end_checks_the_request_before_any_user(
     world: World, tmp_path, k: int, message: str
 ) -> None:
     """One check for the whole batch, on the parent (the Spark path's too), even with no users."""
-    from serving.scorer import RequestError
+    from serving.requests import RequestError
 
     out = tmp_path / "top.parquet"
     with pytest.raises(RequestError, match=message):  # NOW is past, and replay mode is off

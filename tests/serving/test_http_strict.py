@@ -18,7 +18,7 @@ from serving_world import NOW, World
 from serving.app import MAX_CANDIDATES, MAX_ID_LENGTH, create_app
 from serving.audit import AuditLog
 from serving.limits import DEFAULT_MAX_BODY, Limits, limits_from_env
-from serving.scorer import NOW_MAX, NOW_MIN, NowOutOfRangeError, RequestError
+from serving.requests import NOW_MAX, NOW_MIN, NowOutOfRangeError, RequestError
 
 TOKEN = "t-api-0123456789"
 ADMIN = "t-admin-9876543210"

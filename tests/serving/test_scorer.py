@@ -24,7 +24,8 @@ from serving.explain import (
     family_of,
     shap_contributions,
 )
-from serving.scorer import RequestError, Scorer
+from serving.requests import RequestError
+from serving.scorer import Scorer
 from serving.state import ModelMismatchError
 
 NOW_TS = pd.Timestamp(NOW)
