@@ -73,6 +73,7 @@ class ServingState:
     leaf_scores: bool = False  # leaf sums equal Booster.predict here (checked at load)
     online: OnlineFeatures | None = None  # users' rows per request from Redis (else `source`)
     compiled: CompiledChoice = CompiledChoice(None, "off", "not loaded")  # serving.compiled
+    half_life_days: float | None = None  # the snapshot's decay, which every model must share
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -231,6 +232,7 @@ def _assemble_state(
         loaded_at=datetime.now(UTC),
         watched=watched,
         leaf_scores=explainer.exact_on(model.booster, probe),
+        half_life_days=manifest.get(HALF_LIFE_PARAM),
     )
     return state, probe
 
@@ -256,6 +258,7 @@ def state_for_model(
     check_feature_columns(model)
     check_booster_width(model)
     check_model_policy(model, base.policy_version)
+    check_half_life(model, {"snapshot_id": base.snapshot_id, HALF_LIFE_PARAM: base.half_life_days})
     explainer = PathExplainer(model.booster, len(FEATURE_COLUMNS)).project(base.reasons.projection)
     probe = _probe_matrix(base.source, base.offers, base.cutoff_ns)
     name, version = str(model.name), str(model.version)

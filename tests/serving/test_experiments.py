@@ -30,6 +30,7 @@ from serving.experiments import (
     unit_draw,
 )
 from serving.scorer import Scorer
+from serving.state import ModelMismatchError
 
 NOW_DT = datetime.fromisoformat(NOW)
 START = "2025-06-01T00:00:00+00:00"
@@ -312,3 +313,20 @@ def test_the_challenger_scores_with_its_own_forest_never_the_champions(world: Wo
     np.testing.assert_allclose(
         challenger.compiled.forest.predict(X), challenger.booster.predict(X), rtol=0, atol=1e-9
     )
+
+
+def test_a_challenger_trained_with_another_half_life_is_refused(world: World) -> None:
+    """Its features would decay unlike the snapshot's: refused at load, as the champion is."""
+    start_experiment(world, THREE)
+    loader = TwoModels(world)
+    built = two_model_scorer(world).state.half_life_days
+    assert built is not None
+
+    def other_decay(home, alias: str) -> RegisteredRanker:
+        ranker = loader(home, alias)
+        if alias != "challenger":
+            return ranker
+        return RegisteredRanker(**{**vars(ranker), "half_life_days": float(built) + 1})
+
+    with pytest.raises(ModelMismatchError, match="half-life"):
+        Scorer(world.home, world.data, model_loader=other_decay, allow_past_now=True)
