@@ -11,7 +11,8 @@ Feature copies compared, each with 1 and 2 workers (`offers serve --workers W`):
 - `redis`: `offers serve --online`, one user's rows per request from a local redis-server.
 Memory is read from /proc/PID/smaps_rollup after warm-up requests (so the pages lookups touch
 are in): RSS counts a shared page in every process that maps it, PSS divides it among them.
-"Total" sums every process of the server (uvicorn's supervisor included with 2 workers). Then
+"Total" sums every process of the server (with 2 workers, the supervisor that loaded the app
+and forked them: serving/prefork.py). Then
 p50/p99 of sequential HTTP requests (keep-alive, one user x the whole live catalogue) per
 1-worker run; with --latency, an embedded (mapped) and a Redis-backed server up together and
 one request to each in turn, so the machine's noise falls on both alike.
@@ -106,7 +107,7 @@ def tree_memory(pid: int) -> dict[str, float]:
     root = psutil.Process(pid)
     procs = [root, *root.children(recursive=True)]
     mem = {p.pid: smaps(p.pid) for p in procs}
-    workers = [p.pid for p in procs if "spawn_main" in " ".join(p.cmdline())] or [pid]
+    workers = [p.pid for p in root.children()] or [pid]  # --workers 2: forked children
     mb = 1024.0
     return {
         "worker_rss": np.mean([mem[w]["Rss"] for w in workers]) / mb,

@@ -195,7 +195,8 @@ def readyz(request: Request, creds: Credentials) -> dict[str, Any]:
     """Readiness; which model, snapshot and policy this worker serves: to token holders only."""
     if creds is None or not matches(creds.credentials, request.app.state.tokens.holders):
         return {"status": "ready"}
-    return {"status": "ready", **request.app.state.scorer.state.describe()}
+    # The worker's pid tells an operator (and a test) which of `--workers N` answered.
+    return {"status": "ready", "worker": os.getpid(), **request.app.state.scorer.state.describe()}
 
 
 def rank(body: RankRequest, request: Request) -> Response:
@@ -309,10 +310,16 @@ def _add_routes(app: FastAPI, public_docs: bool) -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """A ReloadWatcher while the app runs; the audit log closed when it stops."""
+    """A ReloadWatcher while the app runs; the audit log closed when it stops.
+
+    Its first check runs before the first request: a worker forked from a supervisor that
+    loaded earlier (serving/prefork.py) reloads there if an erasure or promotion came since.
+    """
     scorer: Scorer = app.state.scorer
     watch_s: float = app.state.watch_s
-    watcher = ReloadWatcher(scorer, watch_s).start() if watch_s > 0 else None
+    first = ReloadWatcher(scorer, watch_s)
+    first.check()
+    watcher = first.start() if watch_s > 0 else None
     try:
         yield
     finally:

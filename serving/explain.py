@@ -120,7 +120,9 @@ class PathExplainer:
         """Do leaf sums reproduce `predict` exactly on X (no output transform, same trees)?"""
         if len(X) == 0 or booster.num_trees() != len(self._tree_idx):
             return False
-        return bool(np.array_equal(self.scores(self.leaves(booster, X)), booster.predict(X)))
+        return bool(
+            np.array_equal(self.scores(self.leaves(booster, X)), booster.predict(X, num_threads=1))
+        )
 
     def contributions_of(self, leaves: np.ndarray) -> np.ndarray:
         """rows x features from the rows' leaves; each row sums, with `bias`, to its raw score."""

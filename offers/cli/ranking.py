@@ -120,7 +120,9 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", help="Interface to bind."),
     port: int = typer.Option(8000, help="TCP port."),
-    workers: int = typer.Option(1, min=1, help="Worker processes; each loads its own Booster."),
+    workers: int = typer.Option(
+        1, min=1, help="Worker processes, forked after one load (they share its memory)."
+    ),
     alias: str = typer.Option(CHAMPION, help="Registry alias to serve."),
     access_log: bool = typer.Option(False, help="Log every request line."),
     allow_past_now: bool = typer.Option(
@@ -142,6 +144,7 @@ def serve(
     from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
     from serving.limits import limits_from_env
+    from serving.prefork import STARTUP_FAILED, WorkerFailed, serve_forked
 
     if not read_tokens():
         raise UserError("refusing to start: set OFFERS_API_TOKENS or OFFERS_API_TOKENS_FILE")
@@ -152,24 +155,33 @@ def serve(
     home = load_settings().home
     check_alias(home, alias)
     check_features(home, data, allow_data_mismatch, online)
-    # Workers are fresh processes: they find everything in the environment.
+    # The app factory (serving.app:app_from_env) finds everything in the environment.
     os.environ[ONLINE_STORE_ENV] = online or ""
     os.environ[HOME_ENV] = str(home)
     os.environ[DATA_DIR_ENV] = str(data.resolve())
     os.environ[MODEL_ALIAS_ENV] = alias
     os.environ[REPLAY_ENV] = "1" if allow_past_now else "0"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    uvicorn.run(
+    config = uvicorn.Config(
         "serving.app:app_from_env",
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         access_log=access_log,
         http=server.http_protocol(),  # httptools when installed, TCP_NODELAY (serving/server.py)
         loop=server.event_loop(),
         h11_max_incomplete_event_size=limits.max_header,  # h11 only; httptools: serving/server.py
     )
+    if workers > 1:  # load once, fork the workers: they share its memory (serving/prefork.py)
+        try:
+            serve_forked(config, workers)
+        except WorkerFailed as exc:
+            raise UserError(str(exc)) from exc
+        return
+    alone = uvicorn.Server(config)
+    alone.run()
+    if not alone.started:
+        raise SystemExit(STARTUP_FAILED)
 
 
 def score_batch_cmd(

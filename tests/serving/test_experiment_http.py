@@ -116,11 +116,11 @@ def _arms(base: str, users: list[str], rounds: int) -> dict[str, set[tuple]]:
 
 
 def _workers(base: str, rounds: int = 20) -> set[str]:
-    """Distinct load times in /readyz: one per worker process that answered."""
+    """Distinct worker pids in /readyz: one per worker process that answered."""
     loaded = set()
     for _ in range(rounds):
         with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
-            loaded.add(http.get("/readyz").json()["loaded_at"])
+            loaded.add(http.get("/readyz").json()["worker"])
     return loaded
 
 
