@@ -59,6 +59,13 @@ def test_compiled_scores_equal_booster_predict_within_1e9_on_a_real_model() -> N
     assert np.array_equal(clone.predict(rows), forest.predict(rows))
 
 
+def test_a_compiler_failure_in_the_child_process_is_an_error_naming_it() -> None:
+    """Compiling runs in a short-lived process (LLVM's memory leaves with it); its failure
+    must reach the caller, which then keeps the leaf-sum path."""
+    with pytest.raises(RuntimeError, match=r"lleaves failed \(exit 1\): .*"):
+        compile_code("tree\nnot a LightGBM model\n")
+
+
 def test_the_scorer_serves_the_checked_compiled_forest(world: World) -> None:
     state = world.scorer().state
     assert state.scoring_path == "compiled"
