@@ -39,12 +39,15 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from serving.signatures import Signature, signature
+
 log = logging.getLogger(__name__)
 
-COMPILED_ENV = "OFFERS_COMPILED"  # "auto" (default): compiled when it checks out; "off"
-AUTO = "auto"
+COMPILED_ENV = "OFFERS_COMPILED"  # auto (default), background (`offers serve`'s default), off
+AUTO = "auto"  # compile now when no entry is cached, then use it if it checks out
+BACKGROUND = "background"  # no entry: leaf sums now, compiled once a background build caches it
 OFF = "off"
-SETTINGS = (AUTO, OFF)
+SETTINGS = (AUTO, BACKGROUND, OFF)
 TOLERANCE = 1e-9  # largest |compiled - Booster.predict| accepted on the check rows
 CACHE_DIR = ("serving", "compiled")  # under OFFERS_HOME
 FORMAT = "offers-compiled-forest/1"
@@ -55,7 +58,8 @@ _compiled_here: dict[str, bytes] = {}  # key -> code this process compiled: a re
 
 
 def compiled_setting(env: Mapping[str, str] | None = None) -> str:
-    """OFFERS_COMPILED: auto (default) or off; anything else is refused, naming the variable."""
+    """OFFERS_COMPILED: auto (default), background or off; anything else is refused, naming the
+    variable."""
     env = os.environ if env is None else env
     value = env.get(COMPILED_ENV, "").strip().lower() or AUTO
     if value not in SETTINGS:
@@ -89,6 +93,14 @@ class CompiledChoice:
     forest: CompiledForest | None
     setting: str
     why: str
+    pending: Path | None = None  # the entry a background build will write (BACKGROUND)
+    pending_from: Signature = None  # that entry's signature when the build was started
+
+    def ready(self) -> bool:
+        """The background build finished (an entry written or a failure recorded): reload."""
+        if self.pending is None:
+            return False
+        return signature(self.pending) != self.pending_from or _failed(self.pending).exists()
 
     def describe(self) -> dict[str, str]:
         return {"setting": self.setting, "compiled": self.forest is not None, "why": self.why}
@@ -109,6 +121,8 @@ def choose_compiled(
         return CompiledChoice(None, setting, "no snapshot rows to check a compiled forest against")
     model_text = booster.model_to_string()
     path = entry_path(home, model_name, model_version, model_text)
+    if setting == BACKGROUND and read_entry(path, model_text)[0] is None:
+        return compile_later(path, model_text)
     try:
         code, origin = _cached_or_compiled(path, model_text)
         forest = CompiledForest(model_text, code)
@@ -129,6 +143,68 @@ def choose_compiled(
     )
     log.info("compiled forest for %s v%s: %s", model_name, model_version, why)
     return CompiledChoice(forest, setting, why)
+
+
+def compile_later(path: Path, model_text: str) -> CompiledChoice:
+    """Start the build of `path` in a detached process (unless one runs or one failed) and
+    serve leaf sums meanwhile; the ReloadWatcher reloads once `ready()`."""
+    failed = _failed(path)
+    if failed.exists():
+        why = failed.read_text(encoding="utf-8", errors="replace").strip()[-300:]
+        return CompiledChoice(
+            None, BACKGROUND, f"background compile failed ({why}); delete {failed} to retry"
+        )
+    before = signature(path)
+    if not _being_built(path):
+        model_file = path.with_suffix(".model.txt")
+        model_file.write_text(model_text, encoding="utf-8")
+        _background.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _BUILD_IN_BACKGROUND, str(path), str(model_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # outlives a worker that stops meanwhile
+            )
+        )
+    _background[:] = [p for p in _background if p.poll() is None]  # reap finished builds
+    why = f"compiling {path.name} in the background; leaf sums until it is cached"
+    log.info("%s", why)
+    return CompiledChoice(None, BACKGROUND, why, pending=path, pending_from=before)
+
+
+def _being_built(path: Path) -> bool:
+    """Another process holds the entry's lock (it is compiling it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a+b") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
+def build_entry(path: str, model_file: str) -> None:
+    """The background process: compile and cache the entry, or record why it failed."""
+    entry, model = Path(path), Path(model_file)
+    try:
+        _cached_or_compiled(entry, model.read_text(encoding="utf-8"))
+    except Exception as exc:
+        _failed(entry).write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+        raise
+    finally:
+        model.unlink(missing_ok=True)
+
+
+def _failed(path: Path) -> Path:
+    return path.with_suffix(".failed")
+
+
+_BUILD_IN_BACKGROUND = (
+    "import sys; from serving.compiled import build_entry; build_entry(sys.argv[1], sys.argv[2])"
+)
+_background: list[subprocess.Popen] = []  # builds this process started
 
 
 def max_difference(forest: CompiledForest, booster: lgb.Booster, probe: np.ndarray) -> float:

@@ -85,7 +85,9 @@ class Supervisor:
         while not self.stopping:
             time.sleep(POLL_S)
             for pid, status in _reap():
-                lived = time.monotonic() - self.started.pop(pid, 0.0)
+                if pid not in self.started:  # not a worker (a helper process of the app)
+                    continue
+                lived = time.monotonic() - self.started.pop(pid)
                 if self.stopping:
                     continue
                 why = _exit_reason(status)

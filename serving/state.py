@@ -36,11 +36,11 @@ from policy import SENSITIVE_MCCS, Consent, UserFacts, as_utc, policy_version
 from serving.compiled import CompiledChoice, choose_compiled
 from serving.explain import PathExplainer, ReasonWriter
 from serving.online import OnlineFeatures
+from serving.signatures import Signature, signature
 from serving.sources import check_sources
 
 SERVING_DIR = "serving"  # under OFFERS_HOME: coordination between server workers
 RELOAD_MARKER = "reload-requested"
-Signature = tuple[int, int, int] | None
 ModelLoader = Callable[[Path, str], RegisteredRanker]
 
 
@@ -277,15 +277,6 @@ def state_for_model(
 def watched_paths(home: Path) -> tuple[Path, Path]:
     """Files whose change makes every worker reload: the erasure register, the reload marker."""
     return (home / "erasures" / REGISTER, home / SERVING_DIR / RELOAD_MARKER)
-
-
-def signature(path: Path) -> Signature:
-    """(inode, mtime, size): the register only grows; the marker is replaced on each request."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def mark_reload(home: Path) -> Path:

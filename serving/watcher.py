@@ -6,7 +6,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from serving.state import Signature, signature, watched_paths
+from serving.signatures import Signature, signature
+from serving.state import watched_paths
 
 if TYPE_CHECKING:
     from serving.scorer import Scorer
@@ -15,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class ReloadWatcher:
-    """Reloads a Scorer when the erasure register or the reload marker changes.
+    """Reloads a Scorer when the erasure register or the reload marker changes (or the compiled
+    forest it waits for was built in the background, or the online store switched).
 
     Why: `POST /v1/reload` reaches one worker of `offers serve --workers N`, and an erasure must
     reach them all, and soon. From a background thread (never the request path) the watcher
@@ -34,7 +36,8 @@ class ReloadWatcher:
     def check(self) -> bool:
         """Reload when the register differs from what the state read; True when it did."""
         now = tuple(signature(p) for p in watched_paths(self.scorer.home))
-        if now == self.scorer.state.watched and not self._online_switched():
+        compiled_ready = self.scorer.state.compiled.ready()  # a background build finished
+        if now == self.scorer.state.watched and not compiled_ready and not self._online_switched():
             return False
         try:
             self.scorer.reload()

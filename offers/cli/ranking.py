@@ -143,6 +143,7 @@ def serve(
     from features.online.layout import ONLINE_STORE_ENV
     from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
+    from serving.compiled import BACKGROUND, COMPILED_ENV
     from serving.limits import limits_from_env
     from serving.prefork import STARTUP_FAILED, WorkerFailed, serve_forked
 
@@ -162,6 +163,8 @@ def serve(
     os.environ[MODEL_ALIAS_ENV] = alias
     os.environ[REPLAY_ENV] = "1" if allow_past_now else "0"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # A new model's forest compiles (minutes for 300 trees) while leaf sums serve: no slow start.
+    os.environ.setdefault(COMPILED_ENV, BACKGROUND)
     config = uvicorn.Config(
         "serving.app:app_from_env",
         factory=True,

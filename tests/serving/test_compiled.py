@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pickle
+import time
 from datetime import datetime
 
 import lightgbm as lgb
@@ -23,6 +24,7 @@ from serving.compiled import (
     write_entry,
 )
 from serving.state import load_state
+from serving.watcher import ReloadWatcher
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("lleaves") is None, reason="needs the fast extra (lleaves)"
@@ -156,5 +158,54 @@ def test_the_cache_is_keyed_by_model_version_and_a_foreign_entry_is_rebuilt(
 def test_the_setting_is_auto_or_off_and_a_typo_is_refused(world: World, monkeypatch) -> None:
     assert compiled_setting({}) == "auto" and compiled_setting({COMPILED_ENV: " OFF "}) == "off"
     monkeypatch.setenv(COMPILED_ENV, "fast")
-    with pytest.raises(ValueError, match=f"{COMPILED_ENV}='fast': expected one of auto, off"):
+    with pytest.raises(
+        ValueError, match=f"{COMPILED_ENV}='fast': expected one of auto, background, off"
+    ):
         load_state(world.home, world.data, model_loader=world.loader)
+
+
+def _wait_ready(scorer, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not scorer.state.compiled.ready():
+        assert time.monotonic() < deadline, "the background build never finished"
+        time.sleep(0.1)
+
+
+def test_background_serves_leaf_sums_at_once_then_the_compiled_forest(
+    world: World, monkeypatch
+) -> None:
+    """`offers serve`'s default: no start waits for a compile; the watcher upgrades it."""
+    monkeypatch.setenv(COMPILED_ENV, "background")
+    scorer = world.scorer()
+    assert scorer.state.scoring_path == "leaf_sums"
+    assert "compiling forest-" in scorer.state.compiled.why
+    assert scorer.state.compiled.pending == _entry(world)
+    before = scorer.rank("u_ok", "offer_ranking", 5, now=datetime.fromisoformat(NOW))
+    _wait_ready(scorer)
+    assert ReloadWatcher(scorer, 0).check()  # the entry appeared: reload
+    assert scorer.state.scoring_path == "compiled" and scorer.state.compiled.pending is None
+    assert before.offers and not before.cold_start  # the model ranked them
+    after = scorer.rank("u_ok", "offer_ranking", 5, now=datetime.fromisoformat(NOW))
+    assert [o.offer_id for o in after.offers] == [o.offer_id for o in before.offers]
+    np.testing.assert_allclose(
+        [o.score for o in after.offers], [o.score for o in before.offers], rtol=0, atol=1e-9
+    )
+    assert not ReloadWatcher(scorer, 0).check()  # nothing pending any more
+
+
+def test_a_failed_background_build_is_said_and_not_retried_on_every_reload(
+    world: World, monkeypatch, tmp_path
+) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "lleaves.py").write_text("raise ImportError('this lleaves is broken')\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken))  # reaches the build's process only
+    monkeypatch.setenv(COMPILED_ENV, "background")
+    scorer = world.scorer()
+    _wait_ready(scorer)
+    assert ReloadWatcher(scorer, 0).check()
+    why = scorer.state.compiled.why
+    assert "background compile failed" in why and "this lleaves is broken" in why
+    assert scorer.state.scoring_path == "leaf_sums" and scorer.state.compiled.pending is None
+    assert not _entry(world).exists()
+    assert not ReloadWatcher(scorer, 0).check()
