@@ -161,6 +161,7 @@ def start_server(home: Path, data: Path, mode: str, workers: int, redis_url: str
     port = _free_port()
     env = {**os.environ, "OFFERS_HOME": str(home), "OFFERS_API_TOKENS": TOKEN,
            "OFFERS_FEATURE_COPY": "memory" if mode == "memory" else "mapped",
+           "OFFERS_COMPILED": "auto",  # wait for the compiled forest: every row serves with it
            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}  # fmt: skip
     env.pop("OFFERS_ONLINE_STORE", None)
     online = ["--online", redis_url] if mode == "redis" else []

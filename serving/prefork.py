@@ -183,4 +183,8 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def serve_forked(config: uvicorn.Config, workers: int) -> None:
     """`offers serve --workers N`: see the module docstring."""
+    if not hasattr(os, "fork"):
+        raise WorkerFailed(
+            "--workers N > 1 needs os.fork (Linux, macOS); run one worker per process"
+        )
     Supervisor(config, workers).run()
