@@ -107,7 +107,8 @@ def tree_memory(pid: int) -> dict[str, float]:
     root = psutil.Process(pid)
     procs = [root, *root.children(recursive=True)]
     mem = {p.pid: smaps(p.pid) for p in procs}
-    workers = [p.pid for p in root.children()] or [pid]  # --workers 2: forked children
+    # --workers 2: the children forked from the supervisor run its command line
+    workers = [p.pid for p in root.children() if p.cmdline() == root.cmdline()] or [pid]
     mb = 1024.0
     return {
         "worker_rss": np.mean([mem[w]["Rss"] for w in workers]) / mb,

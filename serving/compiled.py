@@ -54,6 +54,7 @@ FORMAT = "offers-compiled-forest/1"
 _COMPILE_OPTIONS = {"raw_score": False, "fcodemodel": "large"}  # the same at compile and load
 _SEED = 20250601  # the column shuffle of the check rows: the same rows on every load
 _MEMO_SIZE = 4
+IN_PROCESS_MAX_CHARS = 256_000  # larger model texts compile in a child process (compile_code)
 _compiled_here: dict[str, bytes] = {}  # key -> code this process compiled: a rebuild reuses it
 
 
@@ -320,24 +321,20 @@ def write_entry(path: Path, model_text: str, code: bytes) -> None:
 
 
 def compile_code(model_text: str) -> bytes:
-    """Object code for this host from LightGBM's model text, compiled in a short-lived process.
+    """Object code for this host from LightGBM's model text.
 
-    Why a process: LLVM keeps hundreds of MB after compiling 300 trees (measured: a worker that
-    compiled held 777 MB RSS, one that loaded the cached code 429 MB); the server keeps none.
+    A large model compiles in a short-lived process: LLVM keeps hundreds of MB after compiling
+    300 trees (a server that compiled in process held 777 MB RSS, one that loaded the cached
+    code 431 MB), and no server should keep them. A small one compiles here: starting a Python
+    process costs more than its compile (30 trees: 0.3 s here, 6 s in a child).
     """
     with tempfile.TemporaryDirectory(prefix="offers-compile-") as tmp:
         model_file, code_file = Path(tmp, "model.txt"), Path(tmp, "forest.o")
         model_file.write_text(model_text, encoding="utf-8")
-        done = subprocess.run(
-            [sys.executable, "-c", _COMPILE_IN_CHILD, str(model_file), str(code_file)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"lleaves failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
-            )
+        if len(model_text) <= IN_PROCESS_MAX_CHARS:
+            compile_file(str(model_file), str(code_file))
+        else:
+            _compile_in_child(model_file, code_file)
         code = code_file.read_bytes()
     while len(_compiled_here) >= _MEMO_SIZE:
         _compiled_here.pop(next(iter(_compiled_here)))
@@ -346,15 +343,25 @@ def compile_code(model_text: str) -> bytes:
 
 
 def compile_file(model_file: str, code_file: str) -> None:
-    """The child's work: lleaves writes the object code to `code_file`."""
+    """lleaves writes the object code of `model_file` to `code_file`."""
     import lleaves
 
     lleaves.Model(model_file=model_file).compile(cache=code_file, **_COMPILE_OPTIONS)
 
 
-_COMPILE_IN_CHILD = (
-    "import sys; from serving.compiled import compile_file; compile_file(sys.argv[1], sys.argv[2])"
-)
+def _compile_in_child(model_file: Path, code_file: Path) -> None:
+    child = (
+        "import sys, lleaves; lleaves.Model(model_file=sys.argv[1])"
+        f".compile(cache=sys.argv[2], **{_COMPILE_OPTIONS!r})"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(model_file), str(code_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"lleaves failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
 
 
 def _load_code(model_text: str, code: bytes) -> Any:

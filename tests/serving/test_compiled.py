@@ -17,6 +17,7 @@ from serving_world import NOW, USERS_BY_REASON, World
 
 from serving.compiled import (
     COMPILED_ENV,
+    IN_PROCESS_MAX_CHARS,
     compile_code,
     compiled_setting,
     entry_path,
@@ -64,8 +65,9 @@ def test_compiled_scores_equal_booster_predict_within_1e9_on_a_real_model() -> N
 def test_a_compiler_failure_in_the_child_process_is_an_error_naming_it() -> None:
     """Compiling runs in a short-lived process (LLVM's memory leaves with it); its failure
     must reach the caller, which then keeps the leaf-sum path."""
+    too_big_for_in_process = "tree\nnot a LightGBM model\n" + " " * IN_PROCESS_MAX_CHARS
     with pytest.raises(RuntimeError, match=r"lleaves failed \(exit 1\): .*"):
-        compile_code("tree\nnot a LightGBM model\n")
+        compile_code(too_big_for_in_process)
 
 
 def test_the_scorer_serves_the_checked_compiled_forest(world: World) -> None:

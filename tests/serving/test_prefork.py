@@ -55,6 +55,21 @@ def _tiny(port: int, workers: int) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(TINY_SERVER), str(port), str(workers)]
 
 
+def _workers(supervisor: int) -> set[int]:
+    """The supervisor's forked workers: children running its own command line (a background
+    compile of the forest is a child too, with another one)."""
+    parent = psutil.Process(supervisor)
+    return {c.pid for c in parent.children() if _command(c) == parent.cmdline()}
+
+
+def _command(process: psutil.Process) -> list[str]:
+    """Its command line; none for a child that exited and is not reaped yet."""
+    try:
+        return process.cmdline()
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return []
+
+
 def _pids(base: str, path: str = "/", rounds: int = 40, **kw) -> set[int]:
     """Which processes answered, over fresh connections (the kernel spreads them)."""
     seen = set()
@@ -68,7 +83,7 @@ def _pids(base: str, path: str = "/", rounds: int = 40, **kw) -> set[int]:
 def test_the_supervisor_forks_its_workers_and_stops_them_all(tmp_path: Path) -> None:
     port = free_port()
     with running(_tiny(port, 3), os.environ, f"http://127.0.0.1:{port}/", tmp_path / "log") as p:
-        workers = {c.pid for c in psutil.Process(p.pid).children()}
+        workers = _workers(p.pid)
         assert len(workers) == 3
         assert _pids(f"http://127.0.0.1:{port}", rounds=60) <= workers
         os.kill(p.pid, signal.SIGTERM)
@@ -121,7 +136,7 @@ def test_two_workers_share_the_heap_the_supervisor_loaded(served_world, tmp_path
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with running(_serve(data, port), env, f"{base}/healthz", tmp_path / "serve.log") as proc:
-        workers = {c.pid for c in psutil.Process(proc.pid).children()}
+        workers = _workers(proc.pid)
         assert len(workers) == 2
         assert _pids(base, "/readyz", headers=AUTH) == workers
         for worker in workers:
@@ -142,7 +157,7 @@ def test_a_worker_forked_after_an_erasure_reloads_before_its_first_request(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with running(_serve(data, port), env, f"{base}/healthz", tmp_path / "serve.log") as proc:
-        first = {c.pid for c in psutil.Process(proc.pid).children()}
+        first = _workers(proc.pid)
         assert httpx.post(f"{base}/v1/rank", json=body, headers=AUTH).status_code == 200
         subprocess.run(
             [str(BIN / "offers"), "erase", "--user", victim, "--data", str(data)],
@@ -163,7 +178,7 @@ def test_a_worker_forked_after_an_erasure_reloads_before_its_first_request(
 def _wait_for_workers(supervisor: int, n: int, exclude: set[int]) -> set[int]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        pids = {c.pid for c in psutil.Process(supervisor).children()} - exclude
+        pids = _workers(supervisor) - exclude
         if len(pids) == n:
             return pids
         time.sleep(0.2)
