@@ -9,7 +9,8 @@ Feature copies compared, each with 1 and 2 workers (`offers serve --workers W`):
   (OFFERS_FEATURE_COPY=memory; the baseline, up to --baseline-max users);
 - `mapped`: the embedded default, one Arrow IPC copy memory-mapped by every worker;
 - `redis`: `offers serve --online`, one user's rows per request from a local redis-server.
-Memory is read from /proc/PID/smaps_rollup after warm-up requests (so the pages lookups touch
+Servers fsync the audit log at most once a second (the same in every mode; per-record fsyncs
+would make the latencies the disk's). Memory is read from /proc/PID/smaps_rollup after warm-up requests (so the pages lookups touch
 are in): RSS counts a shared page in every process that maps it, PSS divides it among them.
 "Total" sums every process of the server (with 2 workers, the supervisor that loaded the app
 and forked them: serving/prefork.py). Then
@@ -163,6 +164,7 @@ def start_server(home: Path, data: Path, mode: str, workers: int, redis_url: str
     env = {**os.environ, "OFFERS_HOME": str(home), "OFFERS_API_TOKENS": TOKEN,
            "OFFERS_FEATURE_COPY": "memory" if mode == "memory" else "mapped",
            "OFFERS_COMPILED": "auto",  # wait for the compiled forest: every row serves with it
+           "OFFERS_AUDIT_SYNC": "interval",  # fsync <= 1/s: the disk's noise is not the subject
            "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}  # fmt: skip
     env.pop("OFFERS_ONLINE_STORE", None)
     online = ["--online", redis_url] if mode == "redis" else []
@@ -321,7 +323,11 @@ def in_process(home: Path, data: Path, redis_url: str, n: int) -> dict[str, list
     now = pd.Timestamp(NOW).to_pydatetime()
     scorers = {
         f"in-process {mode}": Scorer(
-            home, data, audit=AuditLog(home / f"audit-{mode}"), allow_past_now=True, online=online
+            home,
+            data,
+            audit=AuditLog(home / f"audit-{mode}", sync="interval"),
+            allow_past_now=True,
+            online=online,
         )  # fmt: skip
         for mode, online in (("mapped", None), ("redis", redis_url))
     }
