@@ -62,19 +62,49 @@ def redeem_logit(
     days: int,
 ) -> np.ndarray:
     """The logit before the intercept (a simulator fixes the intercept once, then reuses it)."""
-    cat = merchants.cat[exposure.merchant]
-    cat_lift, merchant_lift = _lifts(catalog, merchants, people, exposure, cat, days)
-    visits, recency, spend = _recent(catalog, merchants, txns, exposure, cat, days)
+    t = logit_terms(catalog, merchants, people, txns, exposure, days)
     return (
         people.propensity[exposure.user]
-        + COEF_CATEGORY * cat_lift
-        + COEF_MERCHANT * merchant_lift
-        + COEF_VISITS * np.log1p(visits)
-        + COEF_RECENCY * recency
-        + COEF_CATEGORY_SPEND * np.log1p(spend)
+        + COEF_CATEGORY * t[CATEGORY_LIFT]
+        + COEF_MERCHANT * t[MERCHANT_LIFT]
+        + COEF_VISITS * t[LOG_VISITS]
+        + COEF_RECENCY * t[RECENCY]
+        + COEF_CATEGORY_SPEND * t[LOG_CATEGORY_SPEND]
         + COEF_REWARD * np.log(exposure.reward)
         - COEF_POSITION * np.log(exposure.position)
     )
+
+
+# The oracle's per-row terms that depend on the user's hidden tastes and history (the reward
+# and position terms are the offer's and the slate's own, known exactly).
+CATEGORY_LIFT = "category_lift"  # log lift of the user's current taste for the category
+MERCHANT_LIFT = "merchant_lift"  # log lift of the user's preference for the merchant
+LOG_VISITS = "log1p_visits"  # log1p(purchases at the merchant, last VISITS_WINDOW_DAYS)
+RECENCY = "recency"  # exp(-days since the last purchase there / RECENCY_SCALE_DAYS)
+LOG_CATEGORY_SPEND = "log1p_category_spend"  # log1p(category spend, last SPEND_WINDOW_DAYS)
+TERMS = (CATEGORY_LIFT, MERCHANT_LIFT, LOG_VISITS, RECENCY, LOG_CATEGORY_SPEND)
+
+
+def logit_terms(
+    catalog: Catalog,
+    merchants: Merchants,
+    people: People,
+    txns: Txns,
+    exposure: Exposure,
+    days: int,
+) -> dict[str, np.ndarray]:
+    """The TERMS per exposure row, before their coefficients: the logit is built from them,
+    and benchmarks/quality_ceiling.py asks how far a ranker gets that knows one exactly."""
+    cat = merchants.cat[exposure.merchant]
+    cat_lift, merchant_lift = _lifts(catalog, merchants, people, exposure, cat, days)
+    visits, recency, spend = _recent(catalog, merchants, txns, exposure, cat, days)
+    return {
+        CATEGORY_LIFT: cat_lift,
+        MERCHANT_LIFT: merchant_lift,
+        LOG_VISITS: np.log1p(visits),
+        RECENCY: recency,
+        LOG_CATEGORY_SPEND: np.log1p(spend),
+    }
 
 
 def _lifts(
