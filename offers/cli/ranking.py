@@ -138,14 +138,10 @@ def serve(
     """Serve POST /v1/rank (FastAPI on uvicorn); tokens from OFFERS_API_TOKENS(_FILE)."""
     import os
 
-    import uvicorn
-
     from features.online.layout import ONLINE_STORE_ENV
-    from serving import server
     from serving.app import DATA_DIR_ENV, HOME_ENV, MODEL_ALIAS_ENV, REPLAY_ENV, read_tokens
     from serving.compiled import BACKGROUND, COMPILED_ENV
     from serving.limits import limits_from_env
-    from serving.prefork import STARTUP_FAILED, WorkerFailed, serve_forked
 
     if not read_tokens():
         raise UserError("refusing to start: set OFFERS_API_TOKENS or OFFERS_API_TOKENS_FILE")
@@ -165,6 +161,16 @@ def serve(
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # A new model's forest compiles (minutes for 300 trees) while leaf sums serve: no slow start.
     os.environ.setdefault(COMPILED_ENV, BACKGROUND)
+    run_server(host, port, workers, access_log, limits.max_header)
+
+
+def run_server(host: str, port: int, workers: int, access_log: bool, max_header: int) -> None:
+    """uvicorn on the app factory: one process, or a supervisor forking `workers`."""
+    import uvicorn
+
+    from serving import server
+    from serving.prefork import STARTUP_FAILED, WorkerFailed, serve_forked
+
     config = uvicorn.Config(
         "serving.app:app_from_env",
         factory=True,
@@ -173,7 +179,7 @@ def serve(
         access_log=access_log,
         http=server.http_protocol(),  # httptools when installed, TCP_NODELAY (serving/server.py)
         loop=server.event_loop(),
-        h11_max_incomplete_event_size=limits.max_header,  # h11 only; httptools: serving/server.py
+        h11_max_incomplete_event_size=max_header,  # h11 only; httptools: serving/server.py
     )
     if workers > 1:  # load once, fork the workers: they share its memory (serving/prefork.py)
         try:
