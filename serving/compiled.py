@@ -157,7 +157,9 @@ def compile_later(path: Path, model_text: str) -> CompiledChoice:
         )
     before = signature(path)
     if not _being_built(path):
-        model_file = path.with_suffix(".model.txt")
+        # Its own copy: loads reloading together may each start a build, and a build deletes
+        # its copy when done (a shared one could be gone before another build read it).
+        model_file = path.with_name(f".{path.stem}.model-{uuid.uuid4().hex}.txt")
         model_file.write_text(model_text, encoding="utf-8")
         _background.append(
             subprocess.Popen(

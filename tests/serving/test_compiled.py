@@ -211,3 +211,21 @@ def test_a_failed_background_build_is_said_and_not_retried_on_every_reload(
     assert scorer.state.scoring_path == "leaf_sums" and scorer.state.compiled.pending is None
     assert not _entry(world).exists()
     assert not ReloadWatcher(scorer, 0).check()
+
+
+def test_two_loads_starting_builds_at_once_both_end_with_the_entry(world: World) -> None:
+    """Workers reloading after a promotion start builds together: neither build may lose the
+    model text to the other (a lost one would be recorded as failed and never retried)."""
+    from serving.compiled import _background, _failed, compile_later
+
+    text = world.booster.model_to_string()
+    path = _entry(world)
+    earlier = set(map(id, _background))  # builds other tests started
+    for _ in range(3):  # before any build takes the lock: each starts its own
+        compile_later(path, text)
+    builds = [b for b in _background if id(b) not in earlier]
+    assert len(builds) >= 2
+    assert all(build.wait(timeout=120) == 0 for build in builds)
+    assert not _failed(path).exists()
+    assert read_entry(path, text)[0] is not None
+    assert not list(path.parent.glob("*.model*.txt"))  # each build removed its own copy
