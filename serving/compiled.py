@@ -1,18 +1,22 @@
-"""Compiled trees: the champion's forest as native code (lleaves on LLVM) behind the same Scorer.
+"""Compiled trees: the champion's forest as native code (LLVM, via lleaves) behind the Scorer.
 
-Why: LightGBM's predict walks every tree through a generic interpreter; lleaves compiles each
-tree to branches, which scores a request's 100 rows many times faster (README, serving
-benchmark). The native code is trusted only once it agrees with `Booster.predict` within
-TOLERANCE on real rows of the snapshot (and the same rows with their columns shuffled, to reach
-more branches) at load; otherwise serving keeps the leaf-sum path and says why (log, /readyz).
+Why: LightGBM's predict walks every tree through a generic interpreter; compiled, each tree is
+branches, and a request's 100 rows take a fraction of the time (README, serving benchmark). The
+code (serving.leafcode) gives each row's leaf in every tree: the score is the leaves' outputs
+added in LightGBM's order, the reasons of the returned offers come from the same leaves, so one
+native call serves both. It is trusted only once, on real rows of the snapshot (and the same
+rows with their columns shuffled, to reach more branches), its leaves equal LightGBM's
+`pred_leaf` and its scores `Booster.predict` within TOLERANCE; otherwise serving keeps the
+leaf-sum path and says why (log, /readyz).
 
 Compiling costs a minute or two for 300 trees, so the object code is cached under
 OFFERS_HOME/serving/compiled/<model>/v<version>/, one file per (model text, compiler, CPU): a
 JSON header line (hashes) then the code, written aside and renamed. A file whose key, model
 hash or code checksum does not match is rebuilt, never loaded (truncated object code would crash
-the loader); one that loads but disagrees with the Booster is deleted and the worker falls back
-(the next load rebuilds it). Workers starting together take a lock: one compiles, the others
-load its file. `OFFERS_COMPILED=off` turns the whole thing off; lleaves is the `fast` extra.
+the loader); one that loads but disagrees with the Booster, or was built for another shape of
+model, is deleted and the worker falls back (the next load rebuilds it). Workers starting
+together take a lock: one compiles, the others load its file. `OFFERS_COMPILED=off` turns the
+whole thing off; lleaves is the `fast` extra.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from serving import leafcode
+from serving.explain import leaf_sums
 from serving.signatures import Signature, signature
 
 log = logging.getLogger(__name__)
@@ -50,8 +56,8 @@ OFF = "off"
 SETTINGS = (AUTO, BACKGROUND, OFF)
 TOLERANCE = 1e-9  # largest |compiled - Booster.predict| accepted on the check rows
 CACHE_DIR = ("serving", "compiled")  # under OFFERS_HOME
-FORMAT = "offers-compiled-forest/1"
-_COMPILE_OPTIONS = {"raw_score": False, "fcodemodel": "large"}  # the same at compile and load
+FORMAT = "offers-compiled-forest/2"  # /2: leaf indices (serving.leafcode), /1 summed scores
+PREDICT_CHUNK_ROWS = 4096  # predict() holds the leaves of this many rows at a time
 _SEED = 20250601  # the column shuffle of the check rows: the same rows on every load
 _MEMO_SIZE = 4
 IN_PROCESS_MAX_CHARS = 256_000  # larger model texts compile in a child process (compile_code)
@@ -69,22 +75,75 @@ def compiled_setting(env: Mapping[str, str] | None = None) -> str:
 
 
 class CompiledForest:
-    """lleaves' native model made from object code; pickles as that code (batch workers)."""
+    """The forest's native leaf code with the model's leaf outputs; pickles as model text and
+    code (batch workers)."""
 
     def __init__(self, model_text: str, code: bytes) -> None:
         self.model_text = model_text
         self.code = code
-        self._model = _load_code(model_text, code)
+        self.leaf_output = leaf_output_table(model_text)
+        self._offset = np.arange(len(self.leaf_output)) * self.leaf_output.shape[1]
+        self._output = output_transform(model_text)
+        n_features = int(_header_value(model_text, "max_feature_idx")) + 1
+        self._native = leafcode.NativeLeaves(code, n_features, len(self.leaf_output))
+
+    def leaves(self, X: np.ndarray) -> np.ndarray:
+        """rows x trees: LightGBM's `pred_leaf` (checked at load), on the calling thread."""
+        return self._native.leaves(X)
+
+    def scores(self, leaves: np.ndarray) -> np.ndarray:
+        """The model's output for rows with these leaves: `Booster.predict`, within TOLERANCE."""
+        return self._output(leaf_sums(self.leaf_output, self._offset, leaves))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """The same numbers as `Booster.predict(X)` (within TOLERANCE), on one thread."""
-        return self._model.predict(X, n_jobs=1)
+        """`Booster.predict(X)` within TOLERANCE; a big batch in chunks, its leaves not kept."""
+        chunks = [
+            self.scores(self.leaves(X[i : i + PREDICT_CHUNK_ROWS]))
+            for i in range(0, len(X), PREDICT_CHUNK_ROWS)
+        ]
+        return np.concatenate(chunks) if chunks else np.empty(0)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"model_text": self.model_text, "code": self.code}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["model_text"], state["code"])
+
+
+def leaf_output_table(model_text: str) -> np.ndarray:
+    """trees x most leaves: each leaf's output, read from the text (LightGBM writes 17
+    significant digits, which read back to the same doubles as `get_leaf_output`)."""
+    trees = [
+        np.array(line.split(), dtype=np.float64)
+        for line in re.findall(r"^leaf_value=(.*)$", model_text, flags=re.M)
+    ]
+    table = np.zeros((len(trees), max((len(t) for t in trees), default=1)))
+    for i, values in enumerate(trees):
+        table[i, : len(values)] = values
+    return table
+
+
+def output_transform(model_text: str) -> Any:
+    """What `Booster.predict` does to the summed leaves: nothing for rankers and regression,
+    LightGBM's sigmoid for `binary`; any other objective is refused (the Booster scores it)."""
+    objective = _header_value(model_text, "objective").split()
+    if objective[0] in ("lambdarank", "rank_xendcg", "regression", "regression_l2"):
+        return _identity
+    if objective[0] == "binary":
+        alpha = float(dict(o.split(":", 1) for o in objective[1:]).get("sigmoid", "1"))
+        return lambda raw: 1.0 / (1.0 + np.exp(-alpha * raw))
+    raise ValueError(f"objective {objective[0]!r}: no compiled output for it")
+
+
+def _identity(raw: np.ndarray) -> np.ndarray:
+    return raw
+
+
+def _header_value(model_text: str, key: str) -> str:
+    found = re.search(rf"^{key}=(.*)$", model_text, flags=re.M)
+    if found is None:
+        raise ValueError(f"the model text has no {key}= line")
+    return found.group(1)
 
 
 @dataclass(frozen=True)
@@ -127,23 +186,37 @@ def choose_compiled(
     try:
         code, origin = _cached_or_compiled(path, model_text)
         forest = CompiledForest(model_text, code)
-        diff = max_difference(forest, booster, probe)
+    except leafcode.ShapeMismatchError as exc:  # code of another model under this entry's name
+        return _refused(path, setting, f"compiled forest ({exc})")
     except (OSError, RuntimeError, ValueError) as exc:
         log.warning("compiled forest unavailable, scoring with the Booster: %s", exc)
         return CompiledChoice(None, setting, f"compiling failed: {exc}")
+    rows = check_rows(probe)
+    wrong, diff = disagreement(forest, booster, rows)
+    if wrong:
+        return _refused(
+            path, setting, f"compiled forest ({origin}) puts {wrong} of {len(rows)} check rows in other "
+            "leaves than Booster pred_leaf",
+        )  # fmt: skip
     if not diff <= TOLERANCE:  # NaN fails too
-        path.unlink(missing_ok=True)
-        why = (
-            f"compiled forest ({origin}) differs from Booster.predict by {diff:.3g} > "
-            f"{TOLERANCE:g} on the check rows; cache entry removed, the next load rebuilds it"
-        )
-        log.warning("%s: scoring with the Booster", why)
-        return CompiledChoice(None, setting, why)
+        return _refused(
+            path, setting, f"compiled forest ({origin}) differs from Booster.predict by {diff:.3g} > "
+            f"{TOLERANCE:g} on the check rows",
+        )  # fmt: skip
     why = (
-        f"lleaves ({origin}), max |compiled - Booster.predict| {diff:.1e} on {2 * len(probe)} rows"
+        f"native leaves ({origin}) equal Booster pred_leaf on {len(rows)} rows, "
+        f"max |compiled - Booster.predict| {diff:.1e}"
     )
     log.info("compiled forest for %s v%s: %s", model_name, model_version, why)
     return CompiledChoice(forest, setting, why)
+
+
+def _refused(path: Path, setting: str, what: str) -> CompiledChoice:
+    """An entry that does not check out is deleted: the next load rebuilds it."""
+    path.unlink(missing_ok=True)
+    why = f"{what}; cache entry removed, the next load rebuilds it"
+    log.warning("%s: scoring with the Booster", why)
+    return CompiledChoice(None, setting, why)
 
 
 def compile_later(path: Path, model_text: str) -> CompiledChoice:
@@ -210,10 +283,22 @@ _BUILD_IN_BACKGROUND = (
 _background: list[subprocess.Popen] = []  # builds this process started
 
 
-def max_difference(forest: CompiledForest, booster: lgb.Booster, probe: np.ndarray) -> float:
-    """Largest |compiled - Booster| on the rows and on the rows with each column shuffled."""
-    rows = np.vstack([probe, np.random.default_rng(_SEED).permuted(probe, axis=0)])
-    return float(np.max(np.abs(forest.predict(rows) - booster.predict(rows, num_threads=1))))
+def check_rows(probe: np.ndarray) -> np.ndarray:
+    """The snapshot's rows and the same rows with each column shuffled (more branches)."""
+    return np.vstack([probe, np.random.default_rng(_SEED).permuted(probe, axis=0)])
+
+
+def disagreement(
+    forest: CompiledForest, booster: lgb.Booster, rows: np.ndarray
+) -> tuple[int, float]:
+    """(rows whose leaves differ from `pred_leaf`, largest |compiled - Booster.predict|)."""
+    leaves = forest.leaves(rows)
+    expected = booster.predict(rows, pred_leaf=True, num_threads=1)
+    wrong = int(np.any(leaves != expected.reshape(leaves.shape), axis=1).sum())
+    if wrong:  # and its leaf indices may not even exist in this model: no score to compare
+        return wrong, float("nan")
+    diff = np.abs(forest.scores(leaves) - booster.predict(rows, num_threads=1))
+    return wrong, float(np.max(diff))
 
 
 # ------------------------------------------------------------------------------ the cache
@@ -236,7 +321,7 @@ def _toolchain() -> dict[str, str]:
         "triple": llvm.get_process_triple(),
         "cpu": llvm.get_host_cpu_name(),
         "cpu_features": features,
-        "options": json.dumps(_COMPILE_OPTIONS, sort_keys=True),
+        "options": json.dumps(leafcode.OPTIONS, sort_keys=True),
     }
 
 
@@ -334,7 +419,7 @@ def compile_code(model_text: str) -> bytes:
         model_file, code_file = Path(tmp, "model.txt"), Path(tmp, "forest.o")
         model_file.write_text(model_text, encoding="utf-8")
         if len(model_text) <= IN_PROCESS_MAX_CHARS:
-            compile_file(str(model_file), str(code_file))
+            leafcode.compile_file(str(model_file), str(code_file))
         else:
             _compile_in_child(model_file, code_file)
         code = code_file.read_bytes()
@@ -344,18 +429,8 @@ def compile_code(model_text: str) -> bytes:
     return code
 
 
-def compile_file(model_file: str, code_file: str) -> None:
-    """lleaves writes the object code of `model_file` to `code_file`."""
-    import lleaves
-
-    lleaves.Model(model_file=model_file).compile(cache=code_file, **_COMPILE_OPTIONS)
-
-
 def _compile_in_child(model_file: Path, code_file: Path) -> None:
-    child = (
-        "import sys, lleaves; lleaves.Model(model_file=sys.argv[1])"
-        f".compile(cache=sys.argv[2], **{_COMPILE_OPTIONS!r})"
-    )
+    child = "import sys; from serving.leafcode import compile_file; compile_file(*sys.argv[1:])"
     done = subprocess.run(
         [sys.executable, "-c", child, str(model_file), str(code_file)],
         capture_output=True,
@@ -363,17 +438,7 @@ def _compile_in_child(model_file: Path, code_file: Path) -> None:
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"lleaves failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-
-
-def _load_code(model_text: str, code: bytes) -> Any:
-    """A callable lleaves Model from code already checked against its header."""
-    import lleaves
-
-    with tempfile.TemporaryDirectory(prefix="offers-compiled-") as tmp:
-        model_file, code_file = Path(tmp, "model.txt"), Path(tmp, "forest.o")
-        model_file.write_text(model_text, encoding="utf-8")
-        code_file.write_bytes(code)
-        model = lleaves.Model(model_file=str(model_file))
-        model.compile(cache=str(code_file), **_COMPILE_OPTIONS)  # loads the code, no compile
-    return model
+        raise RuntimeError(
+            f"compiling the leaf forest failed (exit {done.returncode}): "
+            f"{done.stderr.strip()[-500:]}"
+        )

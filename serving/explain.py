@@ -112,9 +112,7 @@ class PathExplainer:
         return out.astype(np.int64).reshape(len(X), -1)
 
     def scores(self, leaves: np.ndarray) -> np.ndarray:
-        """Raw scores: leaf outputs added tree by tree, in LightGBM's order (a sequential sum)."""
-        outputs = self.leaf_output.ravel().take(leaves + self._leaf_offset)  # see project()
-        return np.cumsum(outputs, axis=1)[:, -1]
+        return leaf_sums(self.leaf_output, self._leaf_offset, leaves)
 
     def exact_on(self, booster: lgb.Booster, X: np.ndarray) -> bool:
         """Do leaf sums reproduce `predict` exactly on X (no output transform, same trees)?"""
@@ -144,6 +142,14 @@ class PathExplainer:
     def compact_of(self, leaves: np.ndarray) -> np.ndarray:
         """rows x ReasonWriter columns: a third of the gather of per-feature contributions."""
         return self._compact_rows.take(leaves + self._tree_offset, axis=0).sum(axis=1)
+
+
+def leaf_sums(leaf_output: np.ndarray, tree_offset: np.ndarray, leaves: np.ndarray) -> np.ndarray:
+    """Raw scores: leaf outputs added tree by tree, in LightGBM's order (a sequential sum, so
+    the same bits as `Booster.predict`'s raw score). `leaf_output` is trees x most leaves,
+    `tree_offset` each tree's first flat index in it, `leaves` rows x trees."""
+    outputs = leaf_output.ravel().take(leaves + tree_offset)  # one take: see project()
+    return np.cumsum(outputs, axis=1)[:, -1]
 
 
 def shap_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:

@@ -44,7 +44,7 @@ from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli
 
 log = logging.getLogger(__name__)
 
-LEAF_SCORE_MAX_ROWS = 4096  # beyond: predict, then leaves of the top k only (batch chunks)
+LEAF_SCORE_MAX_ROWS = 4096  # beyond: scores, then leaves of the top k only (batch chunks)
 CHANNEL_API = "api"
 CHANNEL_BATCH = "batch"
 CHANNEL_IN_PROCESS = "in_process"
@@ -334,9 +334,12 @@ class Scorer:
         n_users = len(users)
         X = self.request_matrix(state, users, idx, now_ns)
         explainer, leaves, forest = state.explainer, None, state.compiled.forest
-        if forest is not None:
-            # Native code scores every row; leaves (reasons) are found for the top k only.
-            scores = forest.predict(X).reshape(n_users, n_off)
+        if forest is not None and len(X) <= LEAF_SCORE_MAX_ROWS:
+            # One native call: every row's leaves give its score, and the top k's their reasons.
+            leaves = forest.leaves(X)
+            scores = forest.scores(leaves).reshape(n_users, n_off)
+        elif forest is not None:
+            scores = forest.predict(X).reshape(n_users, n_off)  # the top k's leaves again below
         elif state.leaf_scores and self.explain == PATH and len(X) <= LEAF_SCORE_MAX_ROWS:
             # One call into LightGBM gives both the scores and the reasons (see serving.explain).
             leaves = explainer.leaves(state.booster, X)
@@ -352,6 +355,8 @@ class Scorer:
             compact = state.reasons.compact(shap_contributions(state.booster, Xt))
         elif leaves is not None:
             compact = explainer.compact_of(leaves[rows])
+        elif forest is not None:
+            compact = explainer.compact_of(forest.leaves(Xt))
         else:
             compact = explainer.compact_of(explainer.leaves(state.booster, Xt))
         out: list[list[RankedOffer]] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import pickle
+import re
 import time
 from datetime import datetime
 
@@ -65,8 +66,13 @@ def test_compiled_scores_equal_booster_predict_within_1e9_on_a_real_model() -> N
 def test_a_compiler_failure_in_the_child_process_is_an_error_naming_it() -> None:
     """Compiling runs in a short-lived process (LLVM's memory leaves with it); its failure
     must reach the caller, which then keeps the leaf-sum path."""
-    too_big_for_in_process = "tree\nnot a LightGBM model\n" + " " * IN_PROCESS_MAX_CHARS
-    with pytest.raises(RuntimeError, match=r"lleaves failed \(exit 1\): .*"):
+    too_big_for_in_process = (
+        "tree\nnum_class=1\nnot a LightGBM model\n" + " " * IN_PROCESS_MAX_CHARS
+    )
+    with pytest.raises(
+        RuntimeError,
+        match=r"(?s)compiling the leaf forest failed \(exit 1\): .*is not a LightGBM model",
+    ):
         compile_code(too_big_for_in_process)
 
 
@@ -118,23 +124,38 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_loaded(world: World, caplog) -> No
     assert read_entry(path, world.booster.model_to_string())[0] is not None  # sound again
 
 
-def test_an_entry_that_disagrees_with_the_booster_falls_back_and_is_removed(
-    world: World, caplog
-) -> None:
-    """A forged entry: a sound header for this model around another model's object code."""
+def _forge_entry(world: World, n_trees: int) -> None:
+    """A sound header for this model around another model's object code (same features)."""
     path = _entry(world)
     path.parent.mkdir(parents=True)
     rows = np.random.default_rng(2).normal(size=(200, world.booster.num_feature()))
-    params = {"objective": "regression", "verbose": -1, "num_threads": 1}
-    other = lgb.train(params, lgb.Dataset(rows, np.arange(200.0)), num_boost_round=5)
+    params = {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
+    other = lgb.train(params, lgb.Dataset(rows, np.arange(200.0)), num_boost_round=n_trees)
+    assert other.num_trees() == n_trees
     write_entry(path, world.booster.model_to_string(), compile_code(other.model_to_string()))
+
+
+@pytest.mark.parametrize(
+    ("trees", "why"),
+    [
+        ("same", r"puts \d+ of \d+ check rows in other leaves than Booster pred_leaf"),
+        (5, r"reads 31 features and writes 5 trees; the model has 31 and \d+"),
+    ],
+)
+def test_an_entry_that_disagrees_with_the_booster_falls_back_and_is_removed(
+    world: World, caplog, trees, why
+) -> None:
+    """Code of another model: with the same shape, its leaves are wrong and found so on the
+    check rows; with another shape it is refused before it is ever called (it would read and
+    write outside the arrays it is given)."""
+    _forge_entry(world, world.booster.num_trees() if trees == "same" else trees)
     with caplog.at_level(logging.WARNING, logger="serving.compiled"):
         state = world.scorer().state
     assert state.scoring_path == "leaf_sums"  # the checked path of before
-    why = state.describe()["scoring"]["why"]
-    assert "differs from Booster.predict" in why and "removed" in why
+    said = state.describe()["scoring"]["why"]
+    assert re.search(why, said) and "cache entry removed" in said, said
     assert "scoring with the Booster" in caplog.text
-    assert not path.exists()
+    assert not _entry(world).exists()
     assert world.scorer().state.scoring_path == "compiled"  # the next load rebuilt it
 
 
