@@ -38,13 +38,12 @@ from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
 from serving import leafcode
-from serving.explain import leaf_sums
+from serving.leafcode import CompiledForest
 from serving.signatures import Signature, signature
 
 log = logging.getLogger(__name__)
@@ -57,7 +56,6 @@ SETTINGS = (AUTO, BACKGROUND, OFF)
 TOLERANCE = 1e-9  # largest |compiled - Booster.predict| accepted on the check rows
 CACHE_DIR = ("serving", "compiled")  # under OFFERS_HOME
 FORMAT = "offers-compiled-forest/2"  # /2: leaf indices (serving.leafcode), /1 summed scores
-PREDICT_CHUNK_ROWS = 4096  # predict() holds the leaves of this many rows at a time
 _SEED = 20250601  # the column shuffle of the check rows: the same rows on every load
 _MEMO_SIZE = 4
 IN_PROCESS_MAX_CHARS = 256_000  # larger model texts compile in a child process (compile_code)
@@ -72,78 +70,6 @@ def compiled_setting(env: Mapping[str, str] | None = None) -> str:
     if value not in SETTINGS:
         raise ValueError(f"{COMPILED_ENV}={value!r}: expected one of {', '.join(SETTINGS)}")
     return value
-
-
-class CompiledForest:
-    """The forest's native leaf code with the model's leaf outputs; pickles as model text and
-    code (batch workers)."""
-
-    def __init__(self, model_text: str, code: bytes) -> None:
-        self.model_text = model_text
-        self.code = code
-        self.leaf_output = leaf_output_table(model_text)
-        self._offset = np.arange(len(self.leaf_output)) * self.leaf_output.shape[1]
-        self._output = output_transform(model_text)
-        n_features = int(_header_value(model_text, "max_feature_idx")) + 1
-        self._native = leafcode.NativeLeaves(code, n_features, len(self.leaf_output))
-
-    def leaves(self, X: np.ndarray) -> np.ndarray:
-        """rows x trees: LightGBM's `pred_leaf` (checked at load), on the calling thread."""
-        return self._native.leaves(X)
-
-    def scores(self, leaves: np.ndarray) -> np.ndarray:
-        """The model's output for rows with these leaves: `Booster.predict`, within TOLERANCE."""
-        return self._output(leaf_sums(self.leaf_output, self._offset, leaves))
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """`Booster.predict(X)` within TOLERANCE; a big batch in chunks, its leaves not kept."""
-        chunks = [
-            self.scores(self.leaves(X[i : i + PREDICT_CHUNK_ROWS]))
-            for i in range(0, len(X), PREDICT_CHUNK_ROWS)
-        ]
-        return np.concatenate(chunks) if chunks else np.empty(0)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"model_text": self.model_text, "code": self.code}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["model_text"], state["code"])
-
-
-def leaf_output_table(model_text: str) -> np.ndarray:
-    """trees x most leaves: each leaf's output, read from the text (LightGBM writes 17
-    significant digits, which read back to the same doubles as `get_leaf_output`)."""
-    trees = [
-        np.array(line.split(), dtype=np.float64)
-        for line in re.findall(r"^leaf_value=(.*)$", model_text, flags=re.M)
-    ]
-    table = np.zeros((len(trees), max((len(t) for t in trees), default=1)))
-    for i, values in enumerate(trees):
-        table[i, : len(values)] = values
-    return table
-
-
-def output_transform(model_text: str) -> Any:
-    """What `Booster.predict` does to the summed leaves: nothing for rankers and regression,
-    LightGBM's sigmoid for `binary`; any other objective is refused (the Booster scores it)."""
-    objective = _header_value(model_text, "objective").split()
-    if objective[0] in ("lambdarank", "rank_xendcg", "regression", "regression_l2"):
-        return _identity
-    if objective[0] == "binary":
-        alpha = float(dict(o.split(":", 1) for o in objective[1:]).get("sigmoid", "1"))
-        return lambda raw: 1.0 / (1.0 + np.exp(-alpha * raw))
-    raise ValueError(f"objective {objective[0]!r}: no compiled output for it")
-
-
-def _identity(raw: np.ndarray) -> np.ndarray:
-    return raw
-
-
-def _header_value(model_text: str, key: str) -> str:
-    found = re.search(rf"^{key}=(.*)$", model_text, flags=re.M)
-    if found is None:
-        raise ValueError(f"the model text has no {key}= line")
-    return found.group(1)
 
 
 @dataclass(frozen=True)
@@ -292,12 +218,10 @@ def disagreement(
     forest: CompiledForest, booster: lgb.Booster, rows: np.ndarray
 ) -> tuple[int, float]:
     """(rows whose leaves differ from `pred_leaf`, largest |compiled - Booster.predict|)."""
-    leaves = forest.leaves(rows)
+    leaves, scores = forest.leaves_and_scores(rows)
     expected = booster.predict(rows, pred_leaf=True, num_threads=1)
     wrong = int(np.any(leaves != expected.reshape(leaves.shape), axis=1).sum())
-    if wrong:  # and its leaf indices may not even exist in this model: no score to compare
-        return wrong, float("nan")
-    diff = np.abs(forest.scores(leaves) - booster.predict(rows, num_threads=1))
+    diff = np.abs(scores - booster.predict(rows, num_threads=1))
     return wrong, float(np.max(diff))
 
 

@@ -336,8 +336,8 @@ class Scorer:
         explainer, leaves, forest = state.explainer, None, state.compiled.forest
         if forest is not None and len(X) <= LEAF_SCORE_MAX_ROWS:
             # One native call: every row's leaves give its score, and the top k's their reasons.
-            leaves = forest.leaves(X)
-            scores = forest.scores(leaves).reshape(n_users, n_off)
+            leaves, scores = forest.leaves_and_scores(X)
+            scores = scores.reshape(n_users, n_off)
         elif forest is not None:
             scores = forest.predict(X).reshape(n_users, n_off)  # the top k's leaves again below
         elif state.leaf_scores and self.explain == PATH and len(X) <= LEAF_SCORE_MAX_ROWS:

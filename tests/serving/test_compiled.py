@@ -51,7 +51,7 @@ def _random_booster(seed: int) -> tuple[lgb.Booster, np.ndarray]:
 
 
 def test_compiled_scores_equal_booster_predict_within_1e9_on_a_real_model() -> None:
-    from serving.compiled import CompiledForest
+    from serving.leafcode import CompiledForest
 
     booster, X = _random_booster(0)
     text = booster.model_to_string()
@@ -108,6 +108,23 @@ def test_same_responses_and_reasons_with_compiled_on_and_off(world: World, monke
     assert ranked == 3  # u_ok, warm, at each k: the model path was compared
 
 
+def test_a_batch_too_big_for_all_its_leaves_ranks_the_same(world: World, monkeypatch) -> None:
+    """Beyond LEAF_SCORE_MAX_ROWS the forest keeps only scores (chunks) and finds the leaves of
+    the top k again: the same offers, scores and reasons as one call for everything."""
+    import serving.scorer
+
+    scorer = world.scorer()
+    assert scorer.state.scoring_path == "compiled"
+    now = datetime.fromisoformat(NOW)
+    users = list(USERS_BY_REASON)
+    whole = scorer.rank_many(users, "offer_ranking", 3, now=now)
+    monkeypatch.setattr(serving.scorer, "LEAF_SCORE_MAX_ROWS", 1)
+    chunked = scorer.rank_many(users, "offer_ranking", 3, now=now)
+    offers = [[(o.offer_id, o.score, o.reasons) for o in r.offers] for r in whole]
+    assert offers == [[(o.offer_id, o.score, o.reasons) for o in r.offers] for r in chunked]
+    assert sum(bool(r.offers) and not r.cold_start for r in whole) == 1  # u_ok: the model path
+
+
 def test_a_corrupt_cache_entry_is_rebuilt_not_loaded(world: World, caplog) -> None:
     world.scorer()
     path = _entry(world)
@@ -124,15 +141,27 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_loaded(world: World, caplog) -> No
     assert read_entry(path, world.booster.model_to_string())[0] is not None  # sound again
 
 
-def _forge_entry(world: World, n_trees: int) -> None:
-    """A sound header for this model around another model's object code (same features)."""
+def _forge_entry(world: World, trees: str | int, tmp_path) -> None:
+    """A sound header for this model around other object code: another model's (same
+    features, `trees` of them) or lleaves' own summing forest of this very model (the format
+    before leaf indices, whose entry point takes other arguments)."""
     path = _entry(world)
     path.parent.mkdir(parents=True)
+    text = world.booster.model_to_string()
+    if trees == "lleaves":
+        import lleaves
+
+        (tmp_path / "model.txt").write_text(text)
+        model = lleaves.Model(model_file=str(tmp_path / "model.txt"))
+        model.compile(cache=str(tmp_path / "forest.o"), finline=False)
+        write_entry(path, text, (tmp_path / "forest.o").read_bytes())
+        return
+    n_trees = world.booster.num_trees() if trees == "same" else int(trees)
     rows = np.random.default_rng(2).normal(size=(200, world.booster.num_feature()))
     params = {"objective": "regression", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5}
     other = lgb.train(params, lgb.Dataset(rows, np.arange(200.0)), num_boost_round=n_trees)
     assert other.num_trees() == n_trees
-    write_entry(path, world.booster.model_to_string(), compile_code(other.model_to_string()))
+    write_entry(path, text, compile_code(other.model_to_string()))
 
 
 @pytest.mark.parametrize(
@@ -140,15 +169,16 @@ def _forge_entry(world: World, n_trees: int) -> None:
     [
         ("same", r"puts \d+ of \d+ check rows in other leaves than Booster pred_leaf"),
         (5, r"reads 31 features and writes 5 trees; the model has 31 and \d+"),
+        ("lleaves", r"lacks offers_leaf_v\d+_root, offers_leaf_v\d+_n_features"),
     ],
 )
 def test_an_entry_that_disagrees_with_the_booster_falls_back_and_is_removed(
-    world: World, caplog, trees, why
+    world: World, caplog, tmp_path, trees, why
 ) -> None:
     """Code of another model: with the same shape, its leaves are wrong and found so on the
-    check rows; with another shape it is refused before it is ever called (it would read and
-    write outside the arrays it is given)."""
-    _forge_entry(world, world.booster.num_trees() if trees == "same" else trees)
+    check rows; with another shape, or another entry point, it is refused before it is ever
+    called (it would read and write outside the arrays it is given)."""
+    _forge_entry(world, trees, tmp_path)
     with caplog.at_level(logging.WARNING, logger="serving.compiled"):
         state = world.scorer().state
     assert state.scoring_path == "leaf_sums"  # the checked path of before
