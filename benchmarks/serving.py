@@ -4,12 +4,12 @@
 
 Contenders, all on the same registered model (`models:/offer-ranker@champion`, trained here on
 synthetic data as a 300-tree, 63-leaf LambdaRank model):
-- raw `Booster.predict` and the compiled forest (lleaves, serving/compiled.py) on the already
-  assembled numpy matrix, one thread: the floors;
+- raw `Booster.predict` and the compiled forest (serving/leafcode.py: every row's leaves and
+  score in one native call) on the already assembled numpy matrix, one thread: the floors;
 - `Scorer.rank`: policy decision, candidate filter, feature assembly, scores, reasons and the
   audit append (fsync per record, and fsync at most once a second), on the compiled forest
   (OFFERS_COMPILED=auto, the default) and on the Booster's leaf sums (OFFERS_COMPILED=off, the
-  path before compiled trees);
+  path before compiled trees), these two timed in alternating rounds;
 - MLflow pyfunc `predict` on the same matrix as a DataFrame;
 - over HTTP: `offers serve` (compiled, and once with OFFERS_COMPILED=off) vs `mlflow models
   serve --env-manager local`, same worker count:
@@ -78,6 +78,18 @@ def _time(fn: Callable[[], object], n: int, warmup: int = 30) -> list[float]:
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def _time_interleaved(
+    fns: dict[str, Callable[[], object]], n: int, rounds: int = 5
+) -> dict[str, list[float]]:
+    """n samples of each, taken in `rounds` alternating turns: a drift in the machine's load
+    (or its caches) during the run reaches every contender alike, not the one timed last."""
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            out[name] += _time(fn, n // rounds, warmup=30 if r == 0 else 5)
     return out
 
 
@@ -379,14 +391,18 @@ def main() -> None:
     leaf_state = replace(state, compiled=CompiledChoice(None, "off", "benchmark"))
     leafpath = in_process(leaf_state)
     assert leaf_state.scoring_path == "leaf_sums", leaf_state.scoring_path
+    paths = _time_interleaved(
+        {
+            "leaf sums": lambda: leafpath.rank(user, "offer_ranking", 10, candidates, now),
+            "compiled": lambda: interval.rank(user, "offer_ranking", 10, candidates, now),
+        },
+        n,
+    )
     booster_rank = Timing(
         "Scorer.rank, Booster leaf sums (OFFERS_COMPILED=off; audit fsync <= 1/s)",
-        _time(lambda: leafpath.rank(user, "offer_ranking", 10, candidates, now), n),
+        paths["leaf sums"],
     )
-    no_fsync = Timing(
-        "Scorer.rank, compiled (audit fsync <= 1/s)",
-        _time(lambda: interval.rank(user, "offer_ranking", 10, candidates, now), n),
-    )
+    no_fsync = Timing("Scorer.rank, compiled (audit fsync <= 1/s)", paths["compiled"])
     rows.append(booster_rank)
     rows.append(no_fsync)
     rows.append(

@@ -63,6 +63,7 @@ class OfferArrays:
     reward: np.ndarray
     starts_ns: np.ndarray
     ends_ns: np.ndarray
+    mcc_number: np.ndarray  # the MCC as the model's number (OFFER_MCC), converted once
 
     @classmethod
     def from_frame(cls, offers: pd.DataFrame) -> OfferArrays:
@@ -74,6 +75,7 @@ class OfferArrays:
             reward=pd.to_numeric(reward, errors="raise").astype("float64").to_numpy(),
             starts_ns=_ns(offers[STARTS_AT]),
             ends_ns=_ns(offers[ENDS_AT]),
+            mcc_number=np.array([int(m) for m in offers[MCC].astype(str)], dtype=np.float64),
         )
 
     def take(self, idx: np.ndarray) -> OfferArrays:
@@ -277,7 +279,7 @@ def assemble(
                 offers.reward,
                 (offers.ends_ns - at_ns) / NS_PER_DAY,
                 (at_ns - offers.starts_ns) / NS_PER_DAY,
-                np.array([int(m) for m in offers.mcc], dtype=np.float64),
+                offers.mcc_number,
             ]
         ),
     ]

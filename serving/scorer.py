@@ -237,7 +237,8 @@ class Scorer:
     ) -> list[RankResult]:
         """Deny, cold-start popularity or the model; `popular_only`: popularity for all (the
         experiments' holdout arm)."""
-        slate = self._slate(state, idx, instant_ns(now))
+        now_ns = instant_ns(now)
+        slate = self._slate(state, idx, now_ns)
         common = {
             "purpose": purpose,
             "now": now,
@@ -268,9 +269,7 @@ class Scorer:
                     cold_start=True, **common, **extra,
                 )  # fmt: skip
         if warm:
-            ranked = self._model_rank(
-                state, [user_ids[i] for i in warm], slate.idx, k, instant_ns(now)
-            )
+            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k, now_ns)
             for i, offers in zip(warm, ranked, strict=True):
                 results[i] = RankResult(
                     new_request_id(), user_ids[i], decision=decisions[i], offers=offers,
