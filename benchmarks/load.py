@@ -94,11 +94,7 @@ def main() -> None:
 
     bench = _bench_serving()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-load-"))
-    home, data = work / "home", work / "data"
-    if (home / "mlflow.db").exists():
-        os.environ["OFFERS_HOME"] = str(home)
-    else:
-        home, data = bench.prepare(work, args.users)
+    home, data = bench.prepare_or_reuse(work, args.users)
     counts = write_plan(bench, home, data, work / "load-plan.json")  # compiles the forest once
     port = bench._free_port()
     command = [str(bench.BIN / "offers"), "serve", "--data", str(data), "--host", HOST,

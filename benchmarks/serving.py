@@ -149,6 +149,16 @@ def prepare(work: Path, n_users: int) -> tuple[Path, Path]:
     return home, data
 
 
+def prepare_or_reuse(work: Path, n_users: int = 3000) -> tuple[Path, Path]:
+    """The world kept in `work` by an earlier run, else a new one there."""
+    if (work / "home" / "mlflow.db").exists():
+        home, data = work / "home", work / "data"
+        os.environ["OFFERS_HOME"] = str(home)
+        print(f"reusing {work}")
+        return home, data
+    return prepare(work, n_users)
+
+
 def request_plan(scorer: Any) -> tuple[list[str], list[str], np.ndarray]:
     """Allowed users with history (warm), allowed users without (cold), and the catalogue rows
     of N_CANDIDATES offers live at the cutoff (no sensitive MCC): what the requests ask."""
@@ -318,12 +328,7 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]  # other work on the machine skews every number below
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    if args.work and (work / "home" / "mlflow.db").exists():
-        home, data = work / "home", work / "data"
-        os.environ["OFFERS_HOME"] = str(home)
-        print(f"reusing {work}")
-    else:
-        home, data = prepare(work, args.users)
+    home, data = prepare_or_reuse(work, args.users)
 
     import mlflow.pyfunc
 
