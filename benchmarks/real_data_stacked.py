@@ -150,7 +150,7 @@ def fit_forest(
     init = approach == INIT
     names = list(FEATURE_COLUMNS) + ([] if init else [LINEAR_COLUMN])
     dataset = lgb.Dataset(
-        data.X[:, :-1] if init else data.X,
+        np.ascontiguousarray(data.X[:, :-1]) if init else data.X,
         label=data.y,
         group=data.group,
         init_score=data.X[:, -1] if init else None,
@@ -256,9 +256,7 @@ def markdown(table: pd.DataFrame, linear: float, n_slates: int) -> str:
     ]
     for row in table.itertuples(index=False):
         ci = f"{row.diff:+.4f} [{row.ci_low:+.4f}, {row.ci_high:+.4f}]"
-        lines.append(
-            f"| {row.setting} | {row.ndcg_at_10:.4f} | {ci} | {row.fold_ndcg_at_10:.4f} |"
-        )
+        lines.append(f"| {row.setting} | {row.ndcg_at_10:.4f} | {ci} | {row.fold_ndcg_at_10:.4f} |")
     return "\n".join(lines)
 
 
