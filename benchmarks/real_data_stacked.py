@@ -112,6 +112,8 @@ def time_blocks(slate_ns: np.ndarray, n_blocks: int) -> np.ndarray:
 def out_of_fold(train: Split, config: TrainConfig, n_blocks: int) -> np.ndarray:
     """Log-odds per row from a logistic fitted on the other time blocks (never its own)."""
     block = time_blocks(train.slate_shown_ns(), n_blocks)
+    if len(np.unique(block)) < 2:
+        raise ValueError(f"out-of-fold scores need slates at 2 instants or more in {train.name!r}")
     row_block = np.repeat(block, train.group)
     out = np.full(train.n_rows, np.nan)
     for b in np.unique(block):

@@ -96,6 +96,11 @@ def test_time_blocks_are_contiguous_and_never_split_an_instant() -> None:
     assert s.time_blocks(np.array([7, 7, 7]), 3).tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="at least 2 blocks"):
         s.time_blocks(np.array([1, 2]), 1)
+    one_instant = _split(
+        np.zeros((4, len(FEATURE_COLUMNS))), np.array([0, 1, 0, 1]), [2, 2], [3] * 4
+    )
+    with pytest.raises(ValueError, match="2 instants or more in 't'"):
+        s.out_of_fold(one_instant, TrainConfig(), 2)
 
 
 def test_out_of_fold_scores_never_see_their_own_block_labels() -> None:
