@@ -130,7 +130,8 @@ def with_linear(split: Split, linear: np.ndarray) -> Split:
 def stacked_score(booster: lgb.Booster, split: Split, approach: str, rounds: int) -> np.ndarray:
     """`init`: linear log-odds + the forest's raw score; `feature`: the forest's raw score."""
     if approach == INIT:
-        forest = booster.predict(split.X[:, :-1], raw_score=True, num_iteration=rounds)
+        features = np.ascontiguousarray(split.X[:, :-1])
+        forest = booster.predict(features, raw_score=True, num_iteration=rounds)
         return split.X[:, -1] + forest
     return booster.predict(split.X, raw_score=True, num_iteration=rounds)
 
@@ -160,7 +161,7 @@ def fit_forest(
         np.ascontiguousarray(data.X[:, :-1]) if init else data.X,
         label=data.y,
         group=data.group,
-        init_score=data.X[:, -1] if init else None,
+        init_score=np.ascontiguousarray(data.X[:, -1]) if init else None,
         feature_name=names,
         params={"verbosity": -1},
         free_raw_data=False,

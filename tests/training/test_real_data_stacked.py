@@ -73,7 +73,7 @@ def test_init_score_forest_adds_its_hand_computed_leaf_to_the_linear_log_odds() 
     booster = s.fit_forest(train, s.INIT, "binary", 2, config)
     expected = np.array([0.0] * 4 + [np.log(3.0) + 0.4] * 4)
     np.testing.assert_allclose(s.stacked_score(booster, train, s.INIT, 1), expected, atol=1e-6)
-    forest_only = booster.predict(X[:, :-1], raw_score=True)
+    forest_only = booster.predict(np.ascontiguousarray(X[:, :-1]), raw_score=True)
     np.testing.assert_allclose(forest_only, [0.0] * 4 + [0.4] * 4, atol=1e-6)
 
 
