@@ -36,9 +36,10 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-for _path in (ROOT, ROOT / "benchmarks"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+if str(ROOT / "benchmarks") not in sys.path:  # last: its features.py, serving.py are scripts
+    sys.path.append(str(ROOT / "benchmarks"))
 
 import real_data as rd  # noqa: E402
 
