@@ -121,3 +121,20 @@ def test_out_of_fold_scores_never_see_their_own_block_labels() -> None:
     assert np.isfinite(before).all()
     np.testing.assert_array_equal(after[block0], before[block0])
     assert np.abs(after[~block0] - before[~block0]).max() > 1e-3
+
+
+def test_diff_table_is_the_paired_mean_difference_over_slates_with_a_redemption() -> None:
+    s = _stacked()
+    a = s.Setting(s.INIT, "binary", 3, 0.05, 10)
+    b = s.Setting(s.FEATURE, "lambdarank", 7, 0.02, 25)
+    linear = np.array([0.5, 0.2, np.nan, 1.0])  # slate 3 has no redemption: left out
+    test = {a: np.array([0.5, 0.4, np.nan, 1.0]), b: np.array([0.2, 0.2, np.nan, 0.4])}
+    table = s.diff_table(test, linear, {a: 0.3}, n_boot=200, seed=0)
+    assert table["setting"].tolist() == [
+        "init binary 3L lr0.05 10r",
+        "feature lambdarank 7L lr0.02 25r",
+    ]
+    np.testing.assert_allclose(table["ndcg_at_10"], [1.9 / 3, 0.8 / 3])
+    np.testing.assert_allclose(table["diff"], [0.2 / 3, -0.9 / 3])
+    assert (table["ci_low"] <= table["diff"]).all() and (table["diff"] <= table["ci_high"]).all()
+    assert table["fold_ndcg_at_10"].iloc[0] == 0.3 and np.isnan(table["fold_ndcg_at_10"].iloc[1])
