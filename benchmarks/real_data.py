@@ -64,7 +64,7 @@ from training.selection import (  # noqa: E402
     development,
     fit_selected,
 )
-from training.splits import TEST, TRAIN, VALID, Split, Windows  # noqa: E402
+from training.splits import TEST, TRAIN, VALID, Split, TrainingData, Windows  # noqa: E402
 from training.train import train  # noqa: E402
 from training.versions import columns_for  # noqa: E402
 
@@ -186,10 +186,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _scores(
-    home: Path, model_uri: str, dev_dir: Path, config: TrainConfig, run_time: datetime
-) -> tuple[dict[str, np.ndarray], Split]:
-    """Per-slate NDCG@10 of the registered model and every baseline on the test slates."""
+def evaluation_data(dev_dir: Path, config: TrainConfig, run_time: datetime) -> TrainingData:
+    """TRAIN: every exposure shown before TEST_START (labels censored there); TEST: the rest."""
     windows = Windows(EARLIEST, TEST_START, TEST_START, DEV_CUTOFF)
     data = build_dataset(
         dev_dir,
@@ -200,10 +198,18 @@ def _scores(
         splits=(TRAIN, VALID, TEST),  # VALID is empty: train_end == valid_end
         on_step=lambda s: print(f"  eval: {s}", file=sys.stderr),
     )
-    test = data.splits[TEST]
     print(f"evaluation exposures by policy reason: {data.exclusions}")
     for name in (TRAIN, TEST):
         print(f"{name} split of the evaluation: {data.splits[name].summary()}")
+    return data
+
+
+def _scores(
+    home: Path, model_uri: str, dev_dir: Path, config: TrainConfig, run_time: datetime
+) -> tuple[dict[str, np.ndarray], Split]:
+    """Per-slate NDCG@10 of the registered model and every baseline on the test slates."""
+    data = evaluation_data(dev_dir, config, run_time)
+    test = data.splits[TEST]
     ranker = tracking.load_model_uri(home, model_uri)
     scores = {MODEL: ranker.booster.predict(columns_for(test.X, ranker.feature_columns))}
     baselines = fit_baselines(data.splits[TRAIN], config, with_oracle=False)
