@@ -242,12 +242,42 @@ _UM_FILL, _UC_FILL, _USER_FILL, _POP_FILL = (
 )
 
 
+@dataclass(frozen=True)
+class OfferCodes:
+    """Each offer's merchant and MCC as one source codes them (-1: not in its tables), kept with
+    the code tables read, so they are used only with a source holding those very tables.
+
+    Why: serving codes its catalogue once per loaded state instead of on every request."""
+
+    merchant: np.ndarray
+    mcc: np.ndarray
+    tables: tuple[dict[str, int], dict[str, int]]
+
+    @classmethod
+    def of(cls, source: FeatureSource, offers: OfferArrays) -> OfferCodes:
+        return cls(
+            _codes(source.merchant_code_, offers.merchant_id.tolist()),
+            _codes(source.mcc_code_, offers.mcc.tolist()),
+            (source.merchant_code_, source.mcc_code_),
+        )
+
+    def take(self, idx: np.ndarray) -> OfferCodes:
+        return OfferCodes(self.merchant[idx], self.mcc[idx], self.tables)
+
+    def fit(self, source: FeatureSource, n: int) -> bool:
+        same = self.tables[0] is source.merchant_code_ and self.tables[1] is source.mcc_code_
+        return same and len(self.merchant) == n
+
+
 def assemble(
     source: FeatureSource,
     user_ids: Sequence[str],
     cutoffs: Sequence | np.ndarray,
     offers: OfferArrays,
     at: Sequence | np.ndarray | int | None = None,
+    *,
+    pairs: np.ndarray | None = None,
+    codes: OfferCodes | None = None,
 ) -> np.ndarray:
     """Rows (user_ids[i], cutoffs[i], offers[i]) -> float64 matrix in FEATURE_COLUMNS order.
 
@@ -255,7 +285,9 @@ def assemble(
     user and population features may read ends there. `at` is the instant the offer is shown,
     which the offer-window features (days left, days since start) are measured from; it
     defaults to the cutoff (training: both are shown_at). Serving reads a snapshot as of its
-    cutoff but shows the offer at the request's `now`, so it passes `at=now`.
+    cutoff but shows the offer at the request's `now`, so it passes `at=now`. It may also pass
+    what it already looked up: `pairs`, each row's `source.pair_codes`, and `codes`, the offers'
+    OfferCodes (ignored unless read from this source's tables).
     """
     n = len(user_ids)
     if not (len(cutoffs) == len(offers) == n):
@@ -264,9 +296,13 @@ def assemble(
         )
     cut_ns = np.asarray(cutoffs, dtype=np.int64) if _is_int_array(cutoffs) else _ns(cutoffs)
     at_ns = cut_ns if at is None else _instants(at, n)
-    pairs = source.pair_codes(list(user_ids), cut_ns)
-    merchants = _codes(source.merchant_code_, offers.merchant_id.tolist())
-    mccs = _codes(source.mcc_code_, offers.mcc.tolist())
+    if pairs is None:
+        pairs = source.pair_codes(list(user_ids), cut_ns)
+    elif len(pairs) != n:
+        raise ValueError(f"assemble: {len(pairs)} pair codes for {n} rows")
+    if codes is None or not codes.fit(source, n):
+        codes = OfferCodes.of(source, offers)
+    merchants, mccs = codes.merchant, codes.mcc
     as_of = _codes(source.as_of_code_, fd.population_as_of_ns(cut_ns).tolist())
     blocks = [
         source.user_merchant_.gather(pairs, merchants, _UM_FILL),

@@ -247,13 +247,14 @@ class Scorer:
             "snapshot_id": state.snapshot_id,
         }
         state = with_users_features(state, user_ids, decisions)  # online: one round trip
+        pairs = self._user_pairs(state, user_ids, decisions, popular_only)
         results: list[RankResult | None] = [None] * len(user_ids)
         warm: list[int] = []
         cold: list[int] = []
         for i, (user, decision) in enumerate(zip(user_ids, decisions, strict=True)):
             if not decision.allowed:
                 results[i] = RankResult(new_request_id(), user, decision=decision, **common)
-            elif not popular_only and state.source.has_history(user, state.cutoff_ns):
+            elif pairs[i] >= 0:
                 warm.append(i)
             else:
                 cold.append(i)
@@ -269,13 +270,27 @@ class Scorer:
                     cold_start=True, **common, **extra,
                 )  # fmt: skip
         if warm:
-            ranked = self._model_rank(state, [user_ids[i] for i in warm], slate.idx, k, now_ns)
+            users = [user_ids[i] for i in warm]
+            ranked = self._model_rank(state, users, slate.idx, k, now_ns, pairs[warm])
             for i, offers in zip(warm, ranked, strict=True):
                 results[i] = RankResult(
                     new_request_id(), user_ids[i], decision=decisions[i], offers=offers,
                     **common, **extra,
                 )  # fmt: skip
         return [r for r in results if r is not None]
+
+    @staticmethod
+    def _user_pairs(
+        state: ServingState, user_ids: list[str], decisions: list[Decision], popular_only: bool
+    ) -> np.ndarray:
+        """Each allowed user's row in the snapshot (-1: none, so cold start); never looked up
+        for a denied user, nor when popularity ranks everyone. Assembly reuses them."""
+        out = np.full(len(user_ids), -1, dtype=np.int64)
+        allowed = [i for i, d in enumerate(decisions) if d.allowed]
+        if allowed and not popular_only:
+            cutoffs = np.full(len(allowed), state.cutoff_ns, dtype=np.int64)
+            out[allowed] = state.source.pair_codes([user_ids[i] for i in allowed], cutoffs)
+        return out
 
     @staticmethod
     def _slate(state: ServingState, idx: np.ndarray | None, now_ns: int) -> _Slate:
@@ -310,28 +325,43 @@ class Scorer:
 
     @staticmethod
     def request_matrix(
-        state: ServingState, users: Sequence[str], idx: np.ndarray, now_ns: int
+        state: ServingState,
+        users: Sequence[str],
+        idx: np.ndarray,
+        now_ns: int,
+        pairs: np.ndarray | None = None,
     ) -> np.ndarray:
         """The rows the model scores: every user x every offer in `idx`, user-major.
 
         History and population features come from the snapshot (as of its cutoff); the
         offer-window features are measured at `now`, when the offer is shown, as training
-        measures them at shown_at."""
+        measures them at shown_at. `pairs`: the users' snapshot rows, when already looked up;
+        the offers' codes come from the state's catalogue, coded once at load."""
         n_users, n_off = len(users), len(idx)
-        offers = state.offers.take(np.tile(idx, n_users))
+        rows = np.tile(idx, n_users)
         user_col = np.repeat(np.array(users, dtype=object), n_off)
         cutoffs = np.full(n_users * n_off, state.cutoff_ns)
-        return assemble(state.source, user_col, cutoffs, offers, at=now_ns)
+        return assemble(
+            state.source, user_col, cutoffs, state.offers.take(rows), at=now_ns,
+            pairs=None if pairs is None else np.repeat(pairs, n_off),
+            codes=None if state.offer_codes is None else state.offer_codes.take(rows),
+        )  # fmt: skip
 
     def _model_rank(
-        self, state: ServingState, users: list[str], idx: np.ndarray, k: int, now_ns: int
+        self,
+        state: ServingState,
+        users: list[str],
+        idx: np.ndarray,
+        k: int,
+        now_ns: int,
+        pairs: np.ndarray | None = None,
     ) -> list[list[RankedOffer]]:
         """One assembled matrix and one predict for every user; top k each; reasons for those."""
         n_off = len(idx)
         if n_off == 0:
             return [[] for _ in users]
         n_users = len(users)
-        X = self.request_matrix(state, users, idx, now_ns)
+        X = self.request_matrix(state, users, idx, now_ns, pairs)
         explainer, leaves, forest = state.explainer, None, state.compiled.forest
         if forest is not None and len(X) <= LEAF_SCORE_MAX_ROWS:
             # One native call: every row's leaves give its score, and the top k's their reasons.

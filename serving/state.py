@@ -31,7 +31,7 @@ from features.policy_frames import consents_by_user, user_facts
 from features.snapshot import load_snapshot, read_manifest
 from features.tracking import CHAMPION, RegisteredRanker, load_registered_model
 from features.validate import load_tables
-from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, assemble
+from features.vector import FEATURE_COLUMNS, FeatureSource, OfferArrays, OfferCodes, assemble
 from policy import SENSITIVE_MCCS, Consent, UserFacts, as_utc, policy_version
 from serving.compiled import CompiledChoice, choose_compiled
 from serving.explain import PathExplainer, ReasonWriter
@@ -74,6 +74,7 @@ class ServingState:
     online: OnlineFeatures | None = None  # users' rows per request from Redis (else `source`)
     compiled: CompiledChoice = CompiledChoice(None, "off", "not loaded")  # serving.compiled
     half_life_days: float | None = None  # the snapshot's decay, which every model must share
+    offer_codes: OfferCodes | None = None  # the catalogue coded in `source`'s tables, once
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -233,6 +234,7 @@ def _assemble_state(
         watched=watched,
         leaf_scores=explainer.exact_on(model.booster, probe),
         half_life_days=manifest.get(HALF_LIFE_PARAM),
+        offer_codes=OfferCodes.of(source, offers),
     )
     return state, probe
 

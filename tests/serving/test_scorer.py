@@ -16,7 +16,7 @@ from serving_world import CUTOFF, NOW, World, tiny_booster
 
 from features import contract as c
 from features.snapshot import load_snapshot
-from features.vector import FEATURE_COLUMNS, OfferArrays, assemble
+from features.vector import FEATURE_COLUMNS, OfferArrays, OfferCodes, assemble
 from policy import SENSITIVE_MCCS
 from serving.explain import (
     FAMILIES,
@@ -101,6 +101,35 @@ def test_scores_are_the_boosters_on_the_shared_assembly(world: World, scorer: Sc
     )
     np.testing.assert_array_equal([o.score for o in result.offers], world.booster.predict(X))
     assert result.excluded_sensitive == 4 and result.excluded_inactive > 0
+
+
+def test_assembly_reuses_given_codes_only_from_the_same_source(scorer: Scorer) -> None:
+    """Serving codes its catalogue once (OfferCodes) and reuses the users' pair codes; the
+    rows are the ones assembly computes itself, and codes read from another source's tables,
+    or for other rows, are recomputed rather than trusted."""
+    state = scorer.state
+    idx = np.arange(len(state.offers))
+    users = ["u_ok"] * len(idx) + ["u_cold"] * len(idx)
+    rows = np.tile(idx, 2)
+    cutoffs = np.full(len(rows), state.cutoff_ns)
+    offers = state.offers.take(rows)
+    plain = assemble(state.source, users, cutoffs, offers)
+    pairs = state.source.pair_codes(users, cutoffs)
+    assert (pairs[: len(idx)] >= 0).all() and (pairs[len(idx) :] == -1).all()
+    codes = state.offer_codes.take(rows)
+    given = assemble(state.source, users, cutoffs, offers, pairs=pairs, codes=codes)
+    np.testing.assert_array_equal(given, plain)
+    wrong = OfferCodes(codes.merchant[::-1], codes.mcc[::-1], ({}, {}))  # another source's
+    assert not wrong.fit(state.source, len(rows))
+    np.testing.assert_array_equal(
+        assemble(state.source, users, cutoffs, offers, codes=wrong), plain
+    )
+    short = state.offer_codes.take(idx)  # codes for other rows than these
+    np.testing.assert_array_equal(
+        assemble(state.source, users, cutoffs, offers, codes=short), plain
+    )
+    with pytest.raises(ValueError, match=r"assemble: 3 pair codes for \d+ rows"):
+        assemble(state.source, users, cutoffs, offers, pairs=pairs[:3])
 
 
 def test_request_time_decides_not_snapshot_time(scorer: Scorer) -> None:
