@@ -6,8 +6,12 @@ them, and a refused request must be refused the same way on every path (RequestE
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from policy import as_utc
 
@@ -66,3 +70,18 @@ def check_request(state: ServingState, k: int, now: datetime, allow_past_now: bo
             f"now {now.isoformat()} is in the past: a past decision time could undo a "
             "withdrawal, so it is accepted only in replay mode (allow_past_now)"
         )
+
+
+def candidate_index(state: ServingState, candidates: Sequence[str] | None) -> np.ndarray | None:
+    """The candidates' catalogue rows; unknown or repeated ids are a RequestError naming them."""
+    if candidates is None:
+        return None
+    unknown = [c for c in candidates if c not in state.offer_index]
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise RequestError(f"unknown candidate offer ids: {shown}{more}")
+    if len(set(candidates)) != len(candidates):
+        dupes = sorted(c for c, n in Counter(candidates).items() if n > 1)
+        raise RequestError(f"candidate offer ids repeated: {dupes[:10]}")
+    return np.fromiter((state.offer_index[c] for c in candidates), np.int64, len(candidates))

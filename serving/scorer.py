@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from serving.arms import ArmStates, load_arms, rank_in_experiment
 from serving.audit import AuditLog, new_request_id
 from serving.explain import PATH, REASON_POPULAR, SHAP, shap_contributions
 from serving.online import on_current_state, with_users_features
-from serving.requests import RequestError, check_request, decision_time
+from serving.requests import candidate_index, check_request, decision_time
 from serving.results import RankedOffer, RankResult
 from serving.state import ModelLoader, ServingState, load_state, mark_reload
 from serving.state import ModelMismatchError as ModelMismatchError  # offers.cli imports it here
@@ -147,7 +146,7 @@ class Scorer:
         now = decision_time(now)
 
         def attempt(state: ServingState) -> RankResult:
-            idx = self._candidate_idx(state, candidates)
+            idx = candidate_index(state, candidates)
             check_request(state, k, now, self.allow_past_now)
             user = state.users.get(user_id)
             decision = decide(purpose, now, state.consents.get(user_id, ()), user)
@@ -209,20 +208,6 @@ class Scorer:
         return rank_in_experiment(
             self, state, arms, experiment, user_ids, decisions, purpose, idx, k, now
         )
-
-    @staticmethod
-    def _candidate_idx(state: ServingState, candidates: Sequence[str] | None) -> np.ndarray | None:
-        if candidates is None:
-            return None
-        unknown = [c for c in candidates if c not in state.offer_index]
-        if unknown:
-            shown = ", ".join(repr(c) for c in unknown[:10])
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise RequestError(f"unknown candidate offer ids: {shown}{more}")
-        if len(set(candidates)) != len(candidates):
-            dupes = sorted(c for c, n in Counter(candidates).items() if n > 1)
-            raise RequestError(f"candidate offer ids repeated: {dupes[:10]}")
-        return np.fromiter((state.offer_index[c] for c in candidates), np.int64, len(candidates))
 
     def _rank_decided(
         self,
