@@ -252,6 +252,7 @@ class OfferCodes:
     merchant: np.ndarray
     mcc: np.ndarray
     tables: tuple[dict[str, int], dict[str, int]]
+    coded: OfferArrays | None = None  # the very catalogue coded (None once rows are taken)
 
     @classmethod
     def of(cls, source: FeatureSource, offers: OfferArrays) -> OfferCodes:
@@ -259,10 +260,15 @@ class OfferCodes:
             _codes(source.merchant_code_, offers.merchant_id.tolist()),
             _codes(source.mcc_code_, offers.mcc.tolist()),
             (source.merchant_code_, source.mcc_code_),
+            offers,
         )
 
     def take(self, idx: np.ndarray) -> OfferCodes:
         return OfferCodes(self.merchant[idx], self.mcc[idx], self.tables)
+
+    def rows_of(self, offers: OfferArrays, idx: np.ndarray) -> OfferCodes | None:
+        """The codes of `offers`' rows idx, if `offers` is the catalogue coded (else None)."""
+        return self.take(idx) if self.coded is offers else None
 
     def fit(self, source: FeatureSource, n: int) -> bool:
         same = self.tables[0] is source.merchant_code_ and self.tables[1] is source.mcc_code_

@@ -329,7 +329,7 @@ class Scorer:
         return assemble(
             state.source, user_col, cutoffs, state.offers.take(rows), at=now_ns,
             pairs=None if pairs is None else np.repeat(pairs, n_off),
-            codes=None if state.offer_codes is None else state.offer_codes.take(rows),
+            codes=state.offer_codes and state.offer_codes.rows_of(state.offers, rows),
         )  # fmt: skip
 
     def _model_rank(

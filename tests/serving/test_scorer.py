@@ -128,6 +128,11 @@ def test_assembly_reuses_given_codes_only_from_the_same_source(scorer: Scorer) -
     np.testing.assert_array_equal(
         assemble(state.source, users, cutoffs, offers, codes=short), plain
     )
+    other = dataclasses.replace(state.offers)  # a catalogue replaced in the state: not coded
+    assert state.offer_codes.rows_of(other, rows) is None
+    assert (
+        state.offer_codes.rows_of(state.offers, rows).merchant.tolist() == codes.merchant.tolist()
+    )
     with pytest.raises(ValueError, match=r"assemble: 3 pair codes for \d+ rows"):
         assemble(state.source, users, cutoffs, offers, pairs=pairs[:3])
 
