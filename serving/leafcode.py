@@ -122,14 +122,7 @@ def _ir(leaf_file: str, leaf_output: np.ndarray) -> str:
         b.cbranch(b.icmp_signed("<", b.load(row_var), end_row), body, done)
         b = ir.IRBuilder(body)
         row = b.load(row_var)
-        base = b.mul(row, ir.Constant(int64, forest.n_args))
-        values = []
-        for k, feature in enumerate(forest.features):
-            v = b.load(b.gep(rows, (b.add(base, ir.Constant(int64, k)),)))
-            if feature.is_categorical:  # as lleaves' root: NaN goes right, else the integer
-                nan = b.fcmp_ordered("uno", v, ir.Constant(double, 0.0))
-                v = b.select(nan, ir.Constant(int32, -(2**31)), b.fptosi(v, int32))
-            values.append(v)
+        values = _row_values(b, rows, row, forest.features)
         out_base = b.mul(row, ir.Constant(int64, len(trees)))
         raw_at = b.gep(raw, (row,))
         score = ir.Constant(double, 0.0) if first == 0 else b.load(raw_at)
@@ -145,6 +138,23 @@ def _ir(leaf_file: str, leaf_output: np.ndarray) -> str:
     b.ret_void()
     module.triple = llvm.get_process_triple()
     return str(module)
+
+
+def _row_values(b: Any, rows: Any, row: Any, features: list[Any]) -> list[Any]:
+    """IR loading one row's features as lleaves' trees take them: categorical ones as int32,
+    NaN as the smallest int32 (always right), as lleaves' own root does."""
+    from llvmlite import ir
+
+    double, int32, int64 = ir.DoubleType(), ir.IntType(32), ir.IntType(64)
+    base = b.mul(row, ir.Constant(int64, len(features)))
+    values = []
+    for k, feature in enumerate(features):
+        v = b.load(b.gep(rows, (b.add(base, ir.Constant(int64, k)),)))
+        if feature.is_categorical:
+            nan = b.fcmp_ordered("uno", v, ir.Constant(double, 0.0))
+            v = b.select(nan, ir.Constant(int32, -(2**31)), b.fptosi(v, int32))
+        values.append(v)
+    return values
 
 
 class ShapeMismatchError(ValueError):
