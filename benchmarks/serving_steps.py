@@ -78,7 +78,7 @@ def main() -> None:
             (PathExplainer, "compact_of", "reasons: contributions of the top 10"),
             (ReasonWriter, "reasons_compact", "reasons: sentences"),
             (type(compiled.audit), "append", "audit append"),
-            (source, "has_history", "warm or cold (has_history)"),
+            (source, "pair_codes", "the users' snapshot rows (pair codes)"),
             (scorer_module, "decide", "policy decision"),
         ]
     )

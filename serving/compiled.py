@@ -106,6 +106,10 @@ def choose_compiled(
     if len(probe) == 0:
         return CompiledChoice(None, setting, "no snapshot rows to check a compiled forest against")
     model_text = booster.model_to_string()
+    try:
+        leafcode.check_supported(model_text)  # before minutes of compiling, not after
+    except ValueError as exc:
+        return CompiledChoice(None, setting, f"not compiled: {exc}")
     path = entry_path(home, model_name, model_version, model_text)
     if setting == BACKGROUND and read_entry(path, model_text)[0] is None:
         return compile_later(path, model_text)

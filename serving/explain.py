@@ -112,7 +112,9 @@ class PathExplainer:
         return out.astype(np.int64).reshape(len(X), -1)
 
     def scores(self, leaves: np.ndarray) -> np.ndarray:
-        return leaf_sums(self.leaf_output, self._leaf_offset, leaves)
+        """Raw scores: leaf outputs added tree by tree, in LightGBM's order (a sequential sum)."""
+        outputs = self.leaf_output.ravel().take(leaves + self._leaf_offset)  # see project()
+        return np.cumsum(outputs, axis=1)[:, -1]
 
     def exact_on(self, booster: lgb.Booster, X: np.ndarray) -> bool:
         """Do leaf sums reproduce `predict` exactly on X (no output transform, same trees)?"""
@@ -145,14 +147,6 @@ class PathExplainer:
         # as summing rows x trees over the trees, in under half the time (this runs per request).
         rows = self._compact_rows.take((leaves + self._tree_offset).T, axis=0)
         return np.add.reduce(rows, axis=0)
-
-
-def leaf_sums(leaf_output: np.ndarray, tree_offset: np.ndarray, leaves: np.ndarray) -> np.ndarray:
-    """Raw scores: leaf outputs added tree by tree, in LightGBM's order (a sequential sum, so
-    the same bits as `Booster.predict`'s raw score). `leaf_output` is trees x most leaves,
-    `tree_offset` each tree's first flat index in it, `leaves` rows x trees."""
-    outputs = leaf_output.ravel().take(leaves + tree_offset)  # one take: see project()
-    return np.cumsum(outputs, axis=1)[:, -1]
 
 
 def shap_contributions(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ engine, with its own cold caches, costing as much as the compiled sum itself. He
 parser and per-tree code generator (lleaves 1.3.0, pinned) are driven by a root function of ours
 that stores each tree's leaf index and adds the leaves' outputs in LightGBM's order (tree by
 tree from 0.0, no reassociation): the raw score of `Booster.predict`, bit for bit, the same as
-the leaf-sum path (serving.explain.leaf_sums). Trees run in blocks of BLOCK_TREES over all rows,
+the leaf-sum path (serving.explain.PathExplainer.scores). Trees run in blocks of BLOCK_TREES over all rows,
 as lleaves does, so one block's code stays in the instruction cache.
 
 The object code also answers its own shape (features read, trees written), so code built for
@@ -46,10 +46,17 @@ _ROOT_ARGS = (
 PREDICT_CHUNK_ROWS = 4096  # predict() holds the leaves of this many rows at a time
 
 
-def leaf_index_text(model_text: str) -> str:
-    """The model text with every leaf's value replaced by the leaf's index (0, 1, ...)."""
+def check_supported(model_text: str) -> None:
+    """ValueError naming why this model cannot be compiled: several outputs per row (multiclass),
+    or an objective whose output transform this module does not apply."""
     if not re.search(r"^num_class=1$", model_text, flags=re.M):
         raise ValueError("the compiled leaf forest takes single-output models (num_class=1)")
+    output_transform(model_text)
+
+
+def leaf_index_text(model_text: str) -> str:
+    """The model text with every leaf's value replaced by the leaf's index (0, 1, ...)."""
+    check_supported(model_text)
 
     def indices(match: re.Match[str]) -> str:
         return "leaf_value=" + " ".join(map(str, range(len(match.group(1).split()))))
@@ -162,7 +169,7 @@ class ShapeMismatchError(ValueError):
 
 
 class NativeLeaves:
-    """Loaded object code: `leaves(X)` is LightGBM's `pred_leaf` for X, as int32."""
+    """Loaded object code: `run(X)` gives LightGBM's `pred_leaf` (int32) and raw score for X."""
 
     def __init__(self, code: bytes, n_features: int, n_trees: int) -> None:
         import llvmlite.binding as llvm

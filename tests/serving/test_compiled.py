@@ -67,13 +67,29 @@ def test_a_compiler_failure_in_the_child_process_is_an_error_naming_it() -> None
     """Compiling runs in a short-lived process (LLVM's memory leaves with it); its failure
     must reach the caller, which then keeps the leaf-sum path."""
     too_big_for_in_process = (
-        "tree\nnum_class=1\nnot a LightGBM model\n" + " " * IN_PROCESS_MAX_CHARS
+        "tree\nnum_class=1\nobjective=lambdarank\nnot a LightGBM model\n"
+        + " " * IN_PROCESS_MAX_CHARS
     )
     with pytest.raises(
         RuntimeError,
         match=r"(?s)compiling the leaf forest failed \(exit 1\): .*is not a LightGBM model",
     ):
         compile_code(too_big_for_in_process)
+
+
+def test_a_model_the_leaf_forest_cannot_score_is_refused_before_any_compile(tmp_path) -> None:
+    """A poisson model (an output transform the leaf forest does not apply) is said so at
+    once: no compile, no cache entry, the Booster scores it."""
+    from serving.compiled import choose_compiled
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 4))
+    params = {"objective": "poisson", "verbose": -1, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(X, rng.poisson(2.0, 300)), num_boost_round=5)
+    choice = choose_compiled(booster, X[:20], tmp_path, "offer-ranker", "1")
+    assert choice.forest is None and choice.pending is None
+    assert choice.why == "not compiled: objective 'poisson': no compiled output for it"
+    assert not (tmp_path / "serving").exists()
 
 
 def test_the_scorer_serves_the_checked_compiled_forest(world: World) -> None:
